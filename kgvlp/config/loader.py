@@ -1,0 +1,128 @@
+"""Load an experiment: YAML bases → the file → command-line overrides, validated in struct mode."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from kgvlp.config.schema import ExperimentConfig
+
+BASES_KEY = "bases"
+
+
+class ConfigError(ValueError):
+    """A configuration problem found at load time, before anything runs."""
+
+
+@dataclass
+class LoadedExperiment:
+    """``config``: the validated tree (typed ExperimentConfig; ``objectives`` holds each
+    objective's typed Config instance); ``tree``: the resolved DictConfig that is saved."""
+    config: ExperimentConfig
+    tree: DictConfig
+    source: Path | None
+
+
+def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: base files include each other: {' → '.join(map(str, seen + (path,)))}")
+    if not path.is_file():
+        raise ConfigError(f"experiment file {path} does not exist")
+    node = OmegaConf.load(path)
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    bases = node.pop(BASES_KEY, None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged = OmegaConf.create()
+    for base in bases:
+        merged = OmegaConf.merge(merged, _read_with_bases((path.parent / base), seen + (path,)))
+    return OmegaConf.merge(merged, node)
+
+
+def _valid_keys(schema_node: Any) -> list[str]:
+    return sorted(schema_node.keys()) if isinstance(schema_node, DictConfig) else []
+
+
+def _explain(err: OmegaConfBaseException, schema: DictConfig, where: str = "") -> ConfigError:
+    """Turn an omegaconf error into one naming the full key and the valid choices.
+    ``where`` prefixes keys of a sub-schema (an objective's Config) for display."""
+    key = getattr(err, "full_key", "") or ""
+    parent_key, _, leaf = key.rpartition(".")
+    shown, shown_parent = f"{where}{key}", f"{where}{parent_key}".rstrip(".")
+    if isinstance(err, ConfigKeyError):
+        node = OmegaConf.select(schema, parent_key) if parent_key else schema
+        valid = _valid_keys(node)
+        close = difflib.get_close_matches(leaf, valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return ConfigError(f"unknown config key {shown!r}{hint}; valid keys under "
+                           f"{shown_parent or 'the top level'}: {', '.join(valid)}")
+    message = str(getattr(err, "msg", err)).splitlines()[0]
+    return ConfigError(f"config key {shown!r}: {message}")
+
+
+def _validate_objectives(raw: DictConfig, registry: dict) -> dict[str, Any]:
+    typed = {}
+    for name, value in raw.items():
+        if name not in registry:
+            close = difflib.get_close_matches(str(name), list(registry), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown objective {name!r} under 'objectives'{hint}; "
+                              f"valid choices: {', '.join(sorted(registry))}")
+        schema = OmegaConf.structured(registry[name].Config)
+        OmegaConf.set_struct(schema, True)
+        try:
+            merged = OmegaConf.merge(schema, value if value is not None else {})
+        except OmegaConfBaseException as err:
+            raise _explain(err, schema, where=f"objectives.{name}.") from None
+        typed[name] = OmegaConf.to_object(merged)
+    return typed
+
+
+def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = (),
+                    registry: dict | None = None) -> LoadedExperiment:
+    """Merge ``path`` (and its ``bases``) with ``key=value`` overrides and validate everything."""
+    if registry is None:
+        from kgvlp.objectives import REGISTRY as registry
+    raw = _read_with_bases(Path(path)) if path is not None else OmegaConf.create()
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r}: expected key=value")
+    try:
+        raw = OmegaConf.merge(raw, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"overrides {list(overrides)}: {err}") from None
+    schema = OmegaConf.structured(ExperimentConfig)
+    OmegaConf.set_struct(schema, True)
+    OmegaConf.set_struct(schema.objectives, False)  # names checked against the registry below
+    try:
+        tree = OmegaConf.merge(schema, raw)
+    except OmegaConfBaseException as err:
+        raise _explain(err, schema) from None
+    objectives = _validate_objectives(tree.objectives, registry)
+    tree.objectives = OmegaConf.create({n: dataclasses.asdict(c) for n, c in objectives.items()})
+    for stage in tree.trainer.stages:
+        for name in stage.weights:
+            if name not in objectives:
+                raise ConfigError(f"trainer.stages[{stage.name}].weights names objective {name!r}, "
+                                  f"which is not under 'objectives' ({', '.join(objectives) or 'none'})")
+    config = OmegaConf.to_object(tree)
+    config.objectives = objectives
+    return LoadedExperiment(config=config, tree=tree, source=Path(path) if path else None)
+
+
+def save_resolved(tree: DictConfig, path: str | os.PathLike) -> None:
+    """Write the fully resolved config atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        handle.write(OmegaConf.to_yaml(tree, resolve=True))
+    os.replace(handle.name, path)

@@ -1,0 +1,61 @@
+"""What the model computes for the objectives, and the vocabulary objectives ask for it with."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from torch import Tensor
+
+
+class Need(str, Enum):
+    """Features an objective may ``require``. The model computes the union, once per step."""
+    IMAGE_GLOBAL = "image_global"        # backbone global vector
+    IMAGE_TOKENS = "image_tokens"        # backbone patch/region tokens + patch weights
+    TEXT_GLOBAL = "text_global"          # report vector ([CLS])
+    TEXT_TOKENS = "text_tokens"          # token states + attention mask + sentence index
+    WORDS = "words"                      # sub-words merged into words, word weights, sentences
+    IMAGE_EMBED = "image_embed"          # shared 128-d projected, normalised image vector
+    TEXT_EMBED = "text_embed"            # shared 128-d projected, normalised report vector
+    IMAGE_VIEW2 = "image_view2"          # backbone features of the second augmented view
+    MASKED_IMAGE = "masked_image"        # encoder features of a masked view (MAE-style)
+    ENTITIES = "entities"                # linked UMLS concept ids/flags/word masks
+    DIVERGENCE = "divergence"            # EMA (divergence) encoder features, no gradient
+    PROTOTYPE_BANK = "prototype_bank"    # the shared sentence-prototype memory bank
+
+
+@dataclass
+class Features:
+    """Everything computed for one batch. Unrequested fields stay None.
+
+    B batch, P image tokens, L text tokens, W word slots (= L - 2), D* widths.
+    image_global:   (B, Di)        image_tokens: (B, P, Di)
+    patch_weights:  (B, P)         last block's CLS→patch attention, mean over heads
+                                   (uniform for CNNs); raw, not clipped or normalised.
+    text_global:    (B, Dt)        text_tokens:  (B, L, Dt) last-layer token states
+    attention_mask: (B, L) bool    token_sentence_index: (B, L) long, -1 off-sentence
+    cls_attention:  (B, L)         last layer's [CLS]→token attention, mean over heads
+    word_tokens:    (B, W, Dt)     sum of each word's sub-word states (MGCA)
+    word_mask:      (B, W) bool    True on real words
+    word_weights:   (B, W)         [CLS] attention summed over each word's pieces
+    word_sentence_index: (B, W) long, -1 on empty slots
+    image_embed / text_embed: (B, 128) shared projection, L2-normalised
+    extras:         features provided by services (view 2, masked view, divergence
+                    encoders, memory bank, entities), keyed by ``Need`` value; each
+                    service documents the typed object it puts here.
+    """
+    image_global: Tensor | None = None
+    image_tokens: Tensor | None = None
+    patch_weights: Tensor | None = None
+    text_global: Tensor | None = None
+    text_tokens: Tensor | None = None
+    attention_mask: Tensor | None = None
+    token_sentence_index: Tensor | None = None
+    cls_attention: Tensor | None = None
+    word_tokens: Tensor | None = None
+    word_mask: Tensor | None = None
+    word_weights: Tensor | None = None
+    word_sentence_index: Tensor | None = None
+    image_embed: Tensor | None = None
+    text_embed: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)

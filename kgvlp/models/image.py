@@ -1,0 +1,120 @@
+"""Image encoders: timm ViTs and ResNet-50 returning global vector, tokens and patch weights."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from timm.layers import AttentionPool2d
+
+from kgvlp.config.schema import ImageEncoderConfig
+from kgvlp.models.weights import load_backbone_weights
+
+# Our names → timm architectures. "vit_test" is a 2-block ViT for fast tests.
+VIT_ARCHS = {
+    "vit_test": dict(patch_size=16, embed_dim=64, depth=2, num_heads=2),
+    "vit_tiny_patch16": "vit_tiny_patch16_224",
+    "vit_small_patch16": "vit_small_patch16_224",
+    "vit_base_patch16": "vit_base_patch16_224",
+}
+CNN_ARCHS = {"resnet50": "resnet50", "resnet_test": "resnet18"}
+IMAGE_ENCODERS = sorted([*VIT_ARCHS, *CNN_ARCHS])
+
+
+@dataclass
+class ImageOutput:
+    """global_vector (B, D); tokens (B, P, Dt); patch_weights (B, P)."""
+    global_vector: Tensor
+    tokens: Tensor
+    patch_weights: Tensor
+
+
+class ViTEncoder(nn.Module):
+    """timm VisionTransformer; keeps the last block's CLS→patch attention (MGCA's patch weights).
+
+    The attention weights are recomputed for the [CLS] row only (B×H×N values) from the last
+    block's q/k, so every block still runs fused SDPA attention.
+    """
+
+    def __init__(self, cfg: ImageEncoderConfig):
+        super().__init__()
+        arch = VIT_ARCHS[cfg.name]
+        common = dict(num_classes=0, in_chans=cfg.in_chans, img_size=cfg.image_size)
+        if isinstance(arch, dict):
+            self.backbone = timm.models.VisionTransformer(**arch, **common)
+        else:
+            self.backbone = timm.create_model(arch, pretrained=False, **common)
+        self.width = self.token_width = self.backbone.embed_dim
+        self.backbone.set_grad_checkpointing(cfg.gradient_checkpointing)
+
+    def _cls_attention(self, block, x: Tensor) -> Tensor:
+        attn = block.attn
+        qkv = attn.qkv(block.norm1(x))
+        batch, tokens, _ = x.shape
+        qkv = qkv.reshape(batch, tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k = attn.q_norm(qkv[0][:, :, :1]), attn.k_norm(qkv[1])
+        scores = (q * attn.scale) @ k.transpose(-2, -1)            # (B, H, 1, N)
+        return scores.softmax(dim=-1).mean(dim=1)[:, 0, 1:]        # (B, N-1) CLS→patches
+
+    def forward(self, images: Tensor) -> ImageOutput:
+        vit = self.backbone
+        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
+        for block in vit.blocks[:-1]:
+            x = block(x)
+        patch_weights = self._cls_attention(vit.blocks[-1], x)
+        x = vit.norm(vit.blocks[-1](x))
+        prefix = vit.num_prefix_tokens
+        return ImageOutput(global_vector=x[:, 0], tokens=x[:, prefix:], patch_weights=patch_weights)
+
+
+class ResNetEncoder(nn.Module):
+    """timm ResNet. MGCA: global = avg-pool(layer4), tokens = layer3. PRIOR: attention pool,
+    tokens = layer4 (7×7 = 49, permuted to (B, HW, C) — not the official ``view`` that
+    scrambles them)."""
+
+    def __init__(self, cfg: ImageEncoderConfig):
+        super().__init__()
+        self.backbone = timm.create_model(CNN_ARCHS[cfg.name], pretrained=False, num_classes=0,
+                                          in_chans=cfg.in_chans, global_pool="")
+        self.local_layer = cfg.resnet_local_layer
+        channels = {info["module"]: info["num_chs"] for info in self.backbone.feature_info}
+        self.width = channels["layer4"]
+        self.token_width = channels[self.local_layer]
+        if cfg.resnet_global_pool == "attention":
+            grid = cfg.image_size // 32
+            self.pool = AttentionPool2d(self.width, feat_size=grid, num_heads=8)
+        elif cfg.resnet_global_pool == "avg":
+            self.pool = None
+        else:
+            raise ValueError(f"model.image.resnet_global_pool: expected avg|attention, "
+                             f"got {cfg.resnet_global_pool!r}")
+        self.backbone.set_grad_checkpointing(cfg.gradient_checkpointing)
+
+    def forward(self, images: Tensor) -> ImageOutput:
+        net = self.backbone
+        x = net.maxpool(net.act1(net.bn1(net.conv1(images))))
+        local = None
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = getattr(net, name)(x)
+            if name == self.local_layer:
+                local = x
+        global_vector = x.mean(dim=(2, 3)) if self.pool is None else self.pool(x)
+        tokens = local.flatten(2).transpose(1, 2)                   # (B, HW, C)
+        patch_weights = torch.full(tokens.shape[:2], 1.0 / tokens.shape[1],
+                                   device=tokens.device, dtype=tokens.dtype)
+        return ImageOutput(global_vector=global_vector, tokens=tokens, patch_weights=patch_weights)
+
+
+def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
+    if cfg.name in VIT_ARCHS:
+        encoder = ViTEncoder(cfg)
+    elif cfg.name in CNN_ARCHS:
+        encoder = ResNetEncoder(cfg)
+    else:
+        raise ValueError(f"model.image.name: unknown encoder {cfg.name!r}; "
+                         f"valid choices: {', '.join(IMAGE_ENCODERS)}")
+    if cfg.weights:
+        load_backbone_weights(encoder.backbone, cfg.weights, in_chans=cfg.in_chans)
+    return encoder

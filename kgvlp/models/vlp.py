@@ -1,0 +1,124 @@
+"""VLPModel: encoders + shared services + the ObjectiveSet; the one module DeepSpeed wraps.
+
+``forward(batch, ctx) -> (loss, logs)``: encodes only the features the enabled objectives
+require (``encode``), then lets the ObjectiveSet weigh their terms.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from kgvlp.config.schema import ModelConfig
+from kgvlp.data.batch import Batch
+from kgvlp.models.features import Features, Need
+from kgvlp.models.image import build_image_encoder
+from kgvlp.models.text import TextEncoder, merge_words
+from kgvlp.modules.heads import SharedProjections
+from kgvlp.objectives.base import ModelDims, StepContext
+from kgvlp.objectives.objective_set import ObjectiveSet
+
+# Needs that imply others (the projections read the backbone vectors, etc.).
+IMPLIED = {
+    Need.IMAGE_EMBED: {Need.IMAGE_GLOBAL},
+    Need.TEXT_EMBED: {Need.TEXT_GLOBAL},
+    Need.WORDS: {Need.TEXT_TOKENS},
+}
+IMAGE_NEEDS = {Need.IMAGE_GLOBAL, Need.IMAGE_TOKENS}
+TEXT_NEEDS = {Need.TEXT_GLOBAL, Need.TEXT_TOKENS}
+
+
+def close_needs(needs: frozenset[Need]) -> frozenset[Need]:
+    closed = set(needs)
+    for need in needs:
+        closed |= IMPLIED.get(need, set())
+    return frozenset(closed)
+
+
+def probe_dims(image_encoder: nn.Module, text_encoder: TextEncoder, image_size: int,
+               in_chans: int, max_length: int) -> ModelDims:
+    """Run a 1-image dummy through the image encoder to learn the token count."""
+    was_training = image_encoder.training
+    image_encoder.eval()
+    with torch.no_grad():
+        out = image_encoder(torch.zeros(1, in_chans, image_size, image_size))
+    image_encoder.train(was_training)
+    return ModelDims(image_width=out.global_vector.shape[-1], image_token_width=out.tokens.shape[-1],
+                     text_width=text_encoder.width, num_image_tokens=out.tokens.shape[1],
+                     max_length=max_length)
+
+
+class VLPModel(nn.Module):
+    """Image/text encoders, shared services and objectives.
+
+    ``service_providers`` maps each service-backed ``Need`` to the method that fills
+    ``Features.extras``; a new service (EMA encoders, memory bank, masked view) adds its
+    module in ``__init__`` and one entry there (see docs/extending.md).
+    """
+
+    def __init__(self, model_cfg: ModelConfig, objective_configs: dict, registry: dict,
+                 stages=None):
+        super().__init__()
+        self.model_cfg = model_cfg
+        self.image_encoder = build_image_encoder(model_cfg.image)
+        self.text_encoder = TextEncoder(model_cfg.text)
+        self.dims = probe_dims(self.image_encoder, self.text_encoder, model_cfg.image.image_size,
+                               model_cfg.image.in_chans, model_cfg.text.max_length)
+        self.objectives = ObjectiveSet(objective_configs, registry, self.dims, stages)
+        self.needs = close_needs(self.objectives.requires)
+        unknown = [n.value for n in self.needs if n not in self.feature_providers()]
+        if unknown:
+            raise ValueError(f"enabled objectives require features {unknown} that no service of "
+                             f"this model provides yet; provided: "
+                             f"{sorted(n.value for n in self.feature_providers())}")
+        if Need.IMAGE_EMBED in self.needs or Need.TEXT_EMBED in self.needs:
+            self.projections = SharedProjections(self.dims.image_width, self.dims.text_width,
+                                                 out_dim=self.dims.embed_dim)
+
+    def feature_providers(self) -> dict[Need, Callable | None]:
+        """Needs this model can satisfy. None = filled by the encoders in ``encode``."""
+        return {Need.IMAGE_GLOBAL: None, Need.IMAGE_TOKENS: None, Need.TEXT_GLOBAL: None,
+                Need.TEXT_TOKENS: None, Need.WORDS: None, Need.IMAGE_EMBED: None,
+                Need.TEXT_EMBED: None}
+
+    def encode(self, batch: Batch, needs: frozenset[Need] | None = None) -> Features:
+        needs = close_needs(needs) if needs is not None else self.needs
+        features = Features()
+        if needs & IMAGE_NEEDS:
+            image = self.image_encoder(batch.images)
+            features.image_global = image.global_vector
+            features.image_tokens = image.tokens
+            features.patch_weights = image.patch_weights
+        if needs & TEXT_NEEDS:
+            text = self.text_encoder(batch.input_ids, batch.attention_mask)
+            features.text_global = text.global_vector
+            features.text_tokens = text.tokens
+            features.attention_mask = batch.attention_mask.bool()
+            features.token_sentence_index = batch.sentence_index
+            features.cls_attention = text.cls_attention
+        if Need.WORDS in needs:
+            slots = self.dims.word_slots
+            features.word_tokens = merge_words(features.text_tokens, batch.word_index, slots)
+            features.word_weights = merge_words(features.cls_attention, batch.word_index, slots)
+            ones = (batch.word_index >= 0).to(features.text_tokens.dtype)
+            features.word_mask = merge_words(ones, batch.word_index, slots) > 0
+            sentence = merge_words((batch.sentence_index + 1) * (batch.word_index >= 0), batch.word_index, slots)
+            pieces = merge_words((batch.word_index >= 0).long(), batch.word_index, slots).clamp(min=1)
+            features.word_sentence_index = sentence // pieces - 1
+        if Need.IMAGE_EMBED in needs:
+            features.image_embed = self.projections.image(features.image_global)
+        if Need.TEXT_EMBED in needs:
+            features.text_embed = self.projections.text(features.text_global)
+        for need, provider in self.feature_providers().items():
+            if provider is not None and need in needs:
+                features.extras[need.value] = provider(batch, features)
+        return features
+
+    def forward(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+        features = self.encode(batch)
+        return self.objectives(features, batch, ctx)
+
+    @torch.no_grad()
+    def after_step(self, ctx: StepContext) -> None:
+        self.objectives.after_step(ctx)

@@ -1,0 +1,52 @@
+"""EMA (momentum / "divergence") copy of a module: a service for MoCo/ALBEF/MLIP-style objectives.
+
+The copy receives no gradients and has no optimizer state: its parameters are registered as
+buffers, so DeepSpeed checkpoints them (and never partitions or optimises them). It is
+updated only in ``after_step`` (once per optimizer step, also under gradient accumulation).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from kgvlp.modules.distributed import modifiable
+
+
+def momentum_at(step: int, max_steps: int, start: float, end: float = 1.0) -> float:
+    """Cosine schedule from ``start`` to ``end`` over training (BYOL): m = end − (end − start)(cos(πt/T)+1)/2."""
+    progress = min(max(step / max(max_steps, 1), 0.0), 1.0)
+    return end - (end - start) * (math.cos(math.pi * progress) + 1) / 2
+
+
+class EMAModule(nn.Module):
+    """Holds a frozen copy of ``online``; ``update(online, momentum)`` does θ' ← mθ' + (1−m)θ."""
+
+    def __init__(self, online: nn.Module):
+        super().__init__()
+        shadow = copy.deepcopy(online)
+        # Parameters → buffers: no gradient, no optimizer state, still in state_dict.
+        for module in shadow.modules():
+            for name, param in list(module._parameters.items()):
+                if param is not None:
+                    del module._parameters[name]
+                    module.register_buffer(name, param.detach().clone())
+        shadow.requires_grad_(False)
+        self.shadow = shadow
+
+    def forward(self, *args, **kwargs):
+        with torch.no_grad():
+            return self.shadow(*args, **kwargs)
+
+    @torch.no_grad()
+    def update(self, online: nn.Module, momentum: float) -> None:
+        online_params = dict(online.named_parameters())
+        with modifiable(*online_params.values()):
+            for name, value in self.shadow.named_buffers():
+                if name in online_params:
+                    value.lerp_(online_params[name].detach().to(value.dtype), 1.0 - momentum)
+                else:  # BatchNorm statistics and other buffers are copied
+                    source = online.get_buffer(name)
+                    value.copy_(source)

@@ -1,0 +1,96 @@
+"""MGCA cross-modal prototype alignment (CPA): Sinkhorn-Knopp codes, swapped prediction.
+
+score = z·Cᵀ with K prototypes C (rows L2-normalised); codes q = Sinkhorn(exp(score/ε))
+over the global batch; p = softmax(score/τ₃);  L = ½[−Σ q_img log p_txt − Σ q_txt log p_img]
+(MGCA eq. 7–9, SwAV's swapped prediction).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kgvlp.models.features import Need
+from kgvlp.modules.distributed import all_reduce_sum, gather_no_grad, local_rows, modifiable, world_size
+from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
+
+
+@dataclass
+class CPAConfig(ObjectiveConfig):
+    num_prototypes: int = 500      # K, MGCA
+    epsilon: float = 0.05          # Sinkhorn ε
+    sinkhorn_iterations: int = 3
+    temperature: float = 0.2       # τ₃
+    freeze_prototypes_epochs: float = 1.0  # prototypes get no gradient during the first epoch
+    gather: bool = True            # Sinkhorn over the global batch (official: per GPU)
+    official_quirks: bool = False  # exp(score/ε) without max-subtraction; per-GPU Sinkhorn
+
+
+@torch.no_grad()
+def sinkhorn(scores: Tensor, epsilon: float, iterations: int, stable: bool = True) -> Tensor:
+    """Sinkhorn-Knopp on (N, K) scores of the whole (global) batch → codes (N, K), rows sum to 1.
+
+    Equal-partition constraint: each prototype receives N/K of the mass, each sample 1.
+    Computed in float32 (exp(score/ε) overflows in half precision); ``stable`` subtracts the
+    global max first, which leaves the result unchanged since Q is renormalised.
+    """
+    logits = scores.float() / epsilon
+    if stable:
+        logits = logits - logits.max()
+    q = torch.exp(logits).t()                      # (K, N)
+    num_prototypes, num_samples = q.shape
+    q /= q.sum()
+    for _ in range(iterations):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= num_prototypes
+        q /= q.sum(dim=0, keepdim=True)
+        q /= num_samples
+    return (q * num_samples).t()                   # (N, K)
+
+
+class CPA(Objective):
+    Config = CPAConfig
+    requires = frozenset({Need.IMAGE_EMBED, Need.TEXT_EMBED})
+
+    def __init__(self, cfg, dims):
+        super().__init__(cfg, dims)
+        self.prototypes = nn.Linear(dims.embed_dim, cfg.num_prototypes, bias=False)
+        with torch.no_grad():
+            self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+
+    def _codes(self, scores: Tensor) -> Tensor:
+        gather = self.cfg.gather and not self.cfg.official_quirks
+        if not gather or world_size() == 1:
+            return sinkhorn(scores, self.cfg.epsilon, self.cfg.sinkhorn_iterations,
+                            stable=not self.cfg.official_quirks)
+        everything = gather_no_grad(scores.detach())
+        codes = sinkhorn(everything, self.cfg.epsilon, self.cfg.sinkhorn_iterations)
+        return codes[local_rows(everything, scores.shape[0])]
+
+    def forward(self, features, batch, ctx):
+        weight = self.prototypes.weight
+        if ctx.epoch < self.cfg.freeze_prototypes_epochs:
+            # Zero gradient (not None), so every rank reduces the same parameters; Adam's
+            # moments stay at zero and renormalisation undoes weight decay's scaling.
+            weight = weight.detach() + 0.0 * weight
+        image_scores = features.image_embed @ weight.t()
+        text_scores = features.text_embed @ weight.t()
+        image_codes = self._codes(image_scores)
+        text_codes = self._codes(text_scores)
+        log_p_image = F.log_softmax(image_scores.float() / self.cfg.temperature, dim=1)
+        log_p_text = F.log_softmax(text_scores.float() / self.cfg.temperature, dim=1)
+        loss = 0.5 * (-(image_codes * log_p_text).sum(1).mean() - (text_codes * log_p_image).sum(1).mean())
+        with torch.no_grad():
+            used = torch.zeros(self.cfg.num_prototypes, device=weight.device)
+            used[image_codes.argmax(1)] = 1.0
+            used_prototypes = all_reduce_sum(used).clamp(max=1).sum()
+        return ObjectiveOutput(terms={"cpa": loss}, metrics={"prototypes_used": used_prototypes})
+
+    @torch.no_grad()
+    def after_step(self, ctx):
+        # Official code renormalises the prototype rows in place before each forward; doing
+        # it once after each optimizer step gives the same values at every forward.
+        with modifiable(self.prototypes.weight):
+            self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
