@@ -1,0 +1,80 @@
+"""Batch linking with a per-report cache (sqlite, keyed by report text and graph) and processes."""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import sqlite3
+from pathlib import Path
+from typing import Sequence
+
+from knowledge.linking import Linker, Mention
+
+_WORKER: Linker | None = None
+
+
+def cache_key(text: str, fingerprint: str) -> str:
+    return hashlib.sha256(f"{fingerprint}\0{text}".encode()).hexdigest()
+
+
+class LinkCache:
+    """Mentions per report in ``<dir>/links.sqlite``; the key includes the graph fingerprint."""
+
+    def __init__(self, cache_dir: str | Path):
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(Path(cache_dir) / "links.sqlite")
+        self.db.execute("CREATE TABLE IF NOT EXISTS links (key TEXT PRIMARY KEY, mentions TEXT)")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, list[Mention]]:
+        found = {}
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i:i + 500])
+            rows = self.db.execute(f"SELECT key, mentions FROM links WHERE key IN ({','.join('?' * len(chunk))})",
+                                   chunk)
+            found.update({k: [Mention(**m) for m in json.loads(v)] for k, v in rows})
+        return found
+
+    def put_many(self, items: dict[str, list[Mention]]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO links VALUES (?, ?)",
+                            [(k, json.dumps([m.to_dict() for m in v])) for k, v in items.items()])
+        self.db.commit()
+
+
+def _link_in_worker(text: str) -> list[Mention]:
+    return _WORKER.link(text)
+
+
+def link_many(linker: Linker, texts: Sequence[str], processes: int = 1, cache_dir: str | Path | None = None,
+              progress: bool = True, chunksize: int = 16) -> list[list[Mention]]:
+    """Mentions for each text, in order. Cached reports are not re-linked; the rest are
+    linked in ``processes`` forked workers that share the parent's linker."""
+    global _WORKER
+    from tqdm.auto import tqdm
+
+    texts = list(texts)
+    keys = [cache_key(t, linker.fingerprint) for t in texts]
+    cache = LinkCache(cache_dir) if cache_dir is not None else None
+    done = cache.get_many(keys) if cache else {}
+    first: dict[str, str] = {}
+    for key, text in zip(keys, texts):
+        if key not in done:
+            first.setdefault(key, text)
+    todo, todo_texts = list(first), list(first.values())
+    bar = tqdm(total=len(todo), desc="linking", unit="report", disable=not progress or not todo)
+    fresh: dict[str, list[Mention]] = {}
+    if processes > 1 and len(todo) > processes:
+        _WORKER = linker
+        with mp.get_context("fork").Pool(processes) as pool:
+            for key, mentions in zip(todo, pool.imap(_link_in_worker, todo_texts, chunksize=chunksize)):
+                fresh[key] = mentions
+                bar.update()
+        _WORKER = None
+    else:
+        for key, text in zip(todo, todo_texts):
+            fresh[key] = linker.link(text)
+            bar.update()
+    bar.close()
+    if cache and fresh:
+        cache.put_many(fresh)
+    done.update(fresh)
+    return [done[k] for k in keys]
