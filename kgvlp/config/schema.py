@@ -57,6 +57,7 @@ class DataConfig:
     synth_image_size: int = 256
     split: str = "pretrain"
     resize: int = 256                 # long side after padding to square (MGCA: 256)
+    image_size: int = 224             # crop fed to the model; = model.image.image_size
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     second_view: bool = False         # also emit images_view2 (set automatically when needed)
     shuffle_sentences: bool = False   # PRIOR shuffles report sentences
