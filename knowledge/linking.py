@@ -209,7 +209,10 @@ class Linker:
         return max((max(c.similarities) for c in candidates if c.concept_id == cui), default=0.0)
 
     def link(self, text: str) -> list[Mention]:
-        doc = self.entity_linker(self.nlp(text))
+        import warnings
+        with warnings.catch_warnings():  # scispacy's abbreviation matcher warns on every doc
+            warnings.simplefilter("ignore", UserWarning)
+            doc = self.entity_linker(self.nlp(text))
         words = [m.span() for m in WORD.finditer(text)]
         sentences = list(doc.sents)
         mentions = []
