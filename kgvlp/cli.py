@@ -1,0 +1,91 @@
+"""The ``kgvlp`` command: train, bench, eval, data, knowledge (and more as they land)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+
+def _train(args) -> int:
+    from kgvlp.config import load_experiment
+    from kgvlp.engine.trainer import Trainer
+    experiment = load_experiment(args.experiment, args.overrides)
+    trainer = Trainer(experiment, run_dir=Path(args.run_dir) if args.run_dir else None,
+                      resume=Path(args.resume) if args.resume else None)
+    result = trainer.train()
+    if trainer.rank == 0:
+        print(f"run folder:  {result.run_dir}\n"
+              f"weights:     {result.final_weights}\n"
+              f"checkpoint:  {trainer.last_checkpoint}\n"
+              f"metrics:     {result.run_dir / 'metrics.jsonl'} (TensorBoard: {result.run_dir / 'tensorboard'})")
+        if result.history:
+            first, last = result.history[0], result.history[-1]
+            print(f"loss:        {first['loss/total']:.4f} (step {first['step']}) → "
+                  f"{last['loss/total']:.4f} (step {last['step']})")
+        if experiment.config.eval.at_end:
+            from kgvlp.eval import run_suite_for_run
+            run_suite_for_run(result.run_dir, experiment.config.eval)
+    return 0
+
+
+def _bench(args) -> int:
+    from kgvlp.bench import bench_train
+    bench_train(args.experiment, args.overrides, steps=args.steps, warmup=args.warmup)
+    return 0
+
+
+def _register_optional(sub, module: str, command: str, help_text: str) -> None:
+    """Sub-commands owned by other packages, each with a ``register(subparsers)``."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:  # a missing optional part must not break `kgvlp train`
+        parser = sub.add_parser(command, help=f"{help_text} (unavailable: {err})")
+        parser.set_defaults(func=lambda a, e=err: sys.exit(f"kgvlp {command} is unavailable: {e}"))
+        return
+    if command == "eval":
+        mod.register(sub)
+    else:
+        mod.register(sub.add_parser(command, help=help_text).add_subparsers(dest=f"{command}_cmd", required=True))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kgvlp", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an experiment YAML (key=value overrides last)")
+    train.add_argument("experiment")
+    train.add_argument("overrides", nargs="*", help="e.g. trainer.max_steps=50 objectives.cta.weight=0.5")
+    train.add_argument("--resume", help="a run folder to continue exactly from its latest checkpoint")
+    train.add_argument("--run-dir", help="write the run here instead of OUT_DIR/NAME-TIMESTAMP")
+    train.set_defaults(func=_train)
+
+    bench = sub.add_parser("bench", help="benchmarks (not tests)")
+    bench_sub = bench.add_subparsers(dest="bench_cmd", required=True)
+    bench_train = bench_sub.add_parser("train", help="pairs/s, step split and peak memory of an experiment")
+    bench_train.add_argument("experiment")
+    bench_train.add_argument("overrides", nargs="*")
+    bench_train.add_argument("--steps", type=int, default=10)
+    bench_train.add_argument("--warmup", type=int, default=3)
+    bench_train.set_defaults(func=_bench)
+
+    _register_optional(sub, "kgvlp.eval.cli", "eval", "evaluate a trained image encoder")
+    _register_optional(sub, "kgvlp.data.cli", "data", "synthetic data, dataset preparation, previews")
+    _register_optional(sub, "knowledge.cli", "knowledge", "UMLS graphs, linking, embeddings")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from kgvlp.config import ConfigError
+    try:
+        return args.func(args) or 0
+    except ConfigError as err:
+        print(f"kgvlp: configuration error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

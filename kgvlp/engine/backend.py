@@ -1,0 +1,201 @@
+"""All DeepSpeed handling in one place: process group, engine, precision, step, checkpoints.
+
+The trainer sees ``backward``/``step``/``save``/``load`` and never imports deepspeed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kgvlp.config.schema import TrainerConfig
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("trainer.device=cuda but no CUDA device is visible")
+    return torch.device(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_distributed(device: torch.device) -> None:
+    """Join (or create, for a plain single process) the process group DeepSpeed uses.
+
+    Launchers (deepspeed, torchrun, SLURM wrappers) set RANK/WORLD_SIZE/MASTER_*; a plain
+    ``kgvlp train`` gets a one-rank group. CPU uses gloo, CUDA nccl.
+    """
+    if device.type == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
+                       ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    import deepspeed
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="gloo" if device.type == "cpu" else "nccl",
+                                   verbose=False)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+
+
+def deepspeed_config(trainer: TrainerConfig, micro_batch: int) -> dict:
+    if trainer.precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"trainer.precision: expected fp32|bf16|fp16, got {trainer.precision!r}")
+    if trainer.zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"trainer.zero_stage: expected 0, 1, 2 or 3, got {trainer.zero_stage}")
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": trainer.grad_accum,
+        "gradient_clipping": trainer.grad_clip,
+        "zero_optimization": {"stage": trainer.zero_stage},
+        "bf16": {"enabled": trainer.precision == "bf16"},
+        "fp16": {"enabled": trainer.precision == "fp16", "initial_scale_power": 16},
+        "zero_allow_untested_optimizer": True,   # torch AdamW (fused on CUDA)
+        "steps_per_print": 10 ** 12,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _allow_deepspeed_checkpoint_types() -> None:
+    """DeepSpeed's checkpoints hold a few of its own plain classes (loss scaler, enums) next
+    to tensors; allow exactly those for ``torch.load(weights_only=True)``."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+    torch.serialization.add_safe_globals([LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address])
+
+
+def make_safe_checkpoint_engine():
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+    class SafeCheckpointEngine(TorchCheckpointEngine):
+        """DeepSpeed's torch checkpoint engine, loading with ``weights_only=True``."""
+
+        def load(self, path: str, map_location=None):
+            return torch.load(path, map_location=map_location, weights_only=True)
+
+    _allow_deepspeed_checkpoint_types()
+    return SafeCheckpointEngine()
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path
+    step: int
+
+
+class DeepSpeedBackend:
+    def __init__(self, model: torch.nn.Module, trainer: TrainerConfig, micro_batch: int,
+                 device: torch.device):
+        import deepspeed
+        self.device = device
+        self.trainer = trainer
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer_kwargs = dict(lr=trainer.lr, betas=tuple(trainer.betas), weight_decay=trainer.weight_decay)
+        if device.type == "cuda":
+            optimizer_kwargs["fused"] = True
+        optimizer = torch.optim.AdamW(params, **optimizer_kwargs)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=deepspeed_config(trainer, micro_batch))
+        self.engine.checkpoint_engine = make_safe_checkpoint_engine()
+        self.image_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(trainer.precision)
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.engine.module
+
+    @property
+    def rank(self) -> int:
+        return torch.distributed.get_rank()
+
+    @property
+    def world_size(self) -> int:
+        return torch.distributed.get_world_size()
+
+    def barrier(self) -> None:
+        torch.distributed.barrier()
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def forward(self, batch, ctx):
+        return self.engine(batch.to(self.device, self.image_dtype), ctx)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> bool:
+        """Optimizer step at the accumulation boundary; True when the weights changed."""
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()
+        return boundary
+
+    # -- checkpoints -------------------------------------------------------------------
+    def save(self, directory: Path, step: int, client_state: dict, keep: int) -> Path:
+        """Write ``directory/step_XXXXXXX`` atomically: every rank writes into a temporary
+        tag, rank 0 renames it once all are done and then points ``latest`` at it."""
+        directory.mkdir(parents=True, exist_ok=True)
+        tag = f"step_{step:07d}"
+        tmp_tag = f"{tag}.tmp"
+        if self.rank == 0 and (directory / tmp_tag).exists():
+            shutil.rmtree(directory / tmp_tag)
+        self.barrier()
+        self.engine.save_checkpoint(str(directory), tag=tmp_tag, client_state=client_state,
+                                    save_latest=False)
+        self.barrier()
+        if self.rank == 0:
+            final = directory / tag
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(directory / tmp_tag, final)
+            _write_atomic(directory / "latest", tag)
+            for old in sorted(directory.glob("step_*"))[:-keep] if keep > 0 else []:
+                if old.is_dir() and not old.name.endswith(".tmp"):
+                    shutil.rmtree(old, ignore_errors=True)
+        self.barrier()
+        return directory / tag
+
+    def load(self, directory: Path) -> dict:
+        """Load the checkpoint ``latest`` points to (or ``directory`` itself if it is a tag
+        folder); returns the client state."""
+        directory = Path(directory)
+        if (directory / "latest").is_file():
+            root, tag = directory, (directory / "latest").read_text().strip()
+        elif directory.name.startswith("step_"):
+            root, tag = directory.parent, directory.name
+        else:
+            raise FileNotFoundError(f"{directory}: no 'latest' file and not a step_* checkpoint folder")
+        path, client_state = self.engine.load_checkpoint(str(root), tag=tag, load_optimizer_states=True,
+                                                         load_lr_scheduler_states=False)
+        if path is None:
+            raise FileNotFoundError(f"could not load checkpoint {root / tag}")
+        return client_state
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """All module weights in float32 on CPU (gathered under ZeRO-3)."""
+        module = self.engine.module
+        if self.trainer.zero_stage == 3:
+            import deepspeed
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+                return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+        return {k: v.detach().float().cpu().clone() if v.is_floating_point() else v.detach().cpu().clone()
+                for k, v in module.state_dict().items()}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as handle:
+        handle.write(text)
+    os.replace(handle.name, path)

@@ -1,0 +1,52 @@
+"""Reading trained models back: ``load_model(RUN_DIR | checkpoint file)``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from kgvlp.config import LoadedExperiment, load_experiment
+
+
+def find_weights(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if path.is_dir():
+        candidate = path / "final" / "model.safetensors"
+        if candidate.is_file():
+            return candidate
+        raise FileNotFoundError(f"{path}: expected a run folder with final/model.safetensors "
+                                "(written when training finishes)")
+    if path.is_file():
+        return path
+    raise FileNotFoundError(f"{path} does not exist")
+
+
+def load_weights_into(model: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
+    """Load kgvlp weights; any missing/unexpected key or shape mismatch fails naming it."""
+    state = load_file(str(find_weights(path)))
+    own = model.state_dict()
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                  for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if mismatched:
+        raise ValueError(f"{path} was trained with another architecture: {mismatched[:8]}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if strict and (missing or unexpected):
+        raise KeyError(f"{path} does not fit this model: missing {missing[:10]}, unexpected {unexpected[:10]}")
+
+
+def load_model(path: str | Path, overrides: list[str] | tuple[str, ...] = ()):
+    """The trained VLPModel of a run folder (its config.yaml + final weights), in eval mode."""
+    from kgvlp.models.vlp import VLPModel
+    from kgvlp.objectives import REGISTRY
+    from kgvlp.objectives.objective_set import resolve_stages
+    weights = find_weights(path)
+    run_dir = weights.parent.parent if weights.parent.name == "final" else weights.parent
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: expected config.yaml beside the weights")
+    experiment: LoadedExperiment = load_experiment(config_path, overrides)
+    cfg = experiment.config
+    model = VLPModel(cfg.model, cfg.objectives, REGISTRY, resolve_stages(cfg.trainer.stages, 1))
+    load_weights_into(model, weights)
+    return model.eval(), experiment

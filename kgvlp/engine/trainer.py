@@ -1,0 +1,290 @@
+"""The training loop. It knows nothing about objectives:
+``loss, logs = model(batch, ctx)``; backward; step; ``model.after_step(ctx)``."""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+from kgvlp.config import LoadedExperiment, save_resolved
+from kgvlp.engine.backend import DeepSpeedBackend, init_distributed, pick_device
+from kgvlp.engine.logging import MetricsLogger, progress_bar
+from kgvlp.engine.sampler import EpochSeededDataset, ResumableSampler
+from kgvlp.engine.schedule import lr_at
+from kgvlp.objectives import REGISTRY
+from kgvlp.objectives.base import StepContext
+from kgvlp.objectives.objective_set import resolve_stages, stage_at
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN/Inf; names the step, objective and term, and the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    final_weights: Path
+    history: list[dict] = field(default_factory=list)   # the logged rows (rank 0)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def new_run_dir(out_dir: str, name: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(out_dir) / f"{name}-{stamp}"
+
+
+def _rng_to_plain(state: dict) -> dict:
+    """numpy/python RNG states as tensors/lists so the checkpoint loads with weights_only=True."""
+    numpy_state = state["numpy"]
+    plain = {"torch": state["torch"], "python": [state["python"][0], list(state["python"][1]), state["python"][2]],
+             "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]]}
+    if "cuda" in state:
+        plain["cuda"] = state["cuda"]
+    return plain
+
+
+def _rng_from_plain(plain: dict) -> dict:
+    numpy_state = (plain["numpy"][0], plain["numpy"][1].numpy().astype(np.uint32), *plain["numpy"][2:])
+    python_state = (plain["python"][0], tuple(plain["python"][1]), plain["python"][2])
+    state = {"torch": plain["torch"], "numpy": numpy_state, "python": python_state}
+    if "cuda" in plain:
+        state["cuda"] = plain["cuda"]
+    return state
+
+
+class Trainer:
+    def __init__(self, experiment: LoadedExperiment, run_dir: Path | None = None,
+                 resume: Path | None = None, dataset=None):
+        cfg = self.cfg = experiment.config
+        self.experiment = experiment
+        self.device = pick_device(cfg.trainer.device)
+        init_distributed(self.device)
+        self.rank = torch.distributed.get_rank()
+        self.world = torch.distributed.get_world_size()
+        seed_everything(cfg.seed)
+
+        if run_dir is None:
+            run_dir = Path(resume) if resume else new_run_dir(cfg.out_dir, cfg.name)
+        # Every rank must agree on the folder: rank 0 picks it, the others receive it.
+        shared = [str(run_dir)]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        self.run_dir = Path(shared[0])
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_resolved(experiment.tree, self.run_dir / "config.yaml")
+
+        from kgvlp.models.text import load_tokenizer
+        from kgvlp.data.collate import Collator
+        self.tokenizer = load_tokenizer(cfg.model.text)
+        if dataset is None:
+            from kgvlp.data import build_pretrain_dataset
+            if self.rank == 0:
+                dataset = build_pretrain_dataset(cfg.data, train=True)  # generates SynthCXR once
+            torch.distributed.barrier()
+            if self.rank != 0:
+                dataset = build_pretrain_dataset(cfg.data, train=True)
+        self.dataset = EpochSeededDataset(dataset, cfg.seed)
+        self.sampler = ResumableSampler(len(dataset), cfg.data.batch_size, self.rank, self.world, cfg.seed)
+        self.collate = Collator(self.tokenizer, cfg.model.text.max_length)
+
+        self.steps_per_epoch = self.sampler.batches_per_epoch // cfg.trainer.grad_accum
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"an epoch has fewer batches ({self.sampler.batches_per_epoch}) than "
+                             f"trainer.grad_accum ({cfg.trainer.grad_accum})")
+        self.stages = resolve_stages(cfg.trainer.stages, self.steps_per_epoch)
+        if cfg.trainer.max_steps is not None:
+            self.max_steps = cfg.trainer.max_steps
+        elif self.stages:
+            self.max_steps = self.stages[-1].end
+        else:
+            self.max_steps = max(1, int(round(cfg.trainer.max_epochs * self.steps_per_epoch)))
+
+        from kgvlp.models.vlp import VLPModel
+        cfg.model.image.gradient_checkpointing |= cfg.trainer.activation_checkpointing
+        cfg.model.text.gradient_checkpointing |= cfg.trainer.activation_checkpointing
+        model = VLPModel(cfg.model, cfg.objectives, REGISTRY, self.stages)
+        if cfg.model.init_from:
+            from kgvlp.engine.checkpoint import load_weights_into
+            load_weights_into(model, cfg.model.init_from)
+        self.backend = DeepSpeedBackend(model, cfg.trainer, cfg.data.batch_size, self.device)
+        self.model = self.backend.module
+        self.logger = MetricsLogger(self.run_dir, enabled=self.rank == 0)
+        self.step = 0
+        self.micro_step = 0          # micro-batches consumed in the current epoch
+        self.epoch = 0
+        self.skipped_samples = 0
+        self.last_checkpoint: Path | None = None
+        if resume is not None:
+            self._resume(Path(resume))
+
+    # -- state -------------------------------------------------------------------------
+    def _client_state(self) -> dict:
+        return {"kgvlp": {"step": self.step, "epoch": self.epoch, "micro_step": self.micro_step,
+                          "skipped_samples": self.skipped_samples, "rng": _rng_to_plain(rng_state())}}
+
+    def _resume(self, run_dir: Path) -> None:
+        checkpoints = run_dir / "checkpoints"
+        if not (checkpoints / "latest").is_file():
+            raise FileNotFoundError(f"--resume {run_dir}: no checkpoints/latest in that run folder")
+        state = self.backend.load(checkpoints)["kgvlp"]
+        self.step, self.epoch, self.micro_step = state["step"], state["epoch"], state["micro_step"]
+        self.skipped_samples = state["skipped_samples"]
+        set_rng_state(_rng_from_plain(state["rng"]))
+        self.last_checkpoint = checkpoints / (checkpoints / "latest").read_text().strip()
+
+    def save_checkpoint(self) -> Path:
+        self.last_checkpoint = self.backend.save(self.run_dir / "checkpoints", self.step, self._client_state(),
+                                                 keep=self.cfg.trainer.keep_checkpoints)
+        return self.last_checkpoint
+
+    def context(self) -> StepContext:
+        stage = stage_at(self.stages, self.step)
+        return StepContext(step=self.step, epoch=self.step / self.steps_per_epoch,
+                           steps_per_epoch=self.steps_per_epoch, max_steps=self.max_steps,
+                           stage=stage.name if stage else "")
+
+    # -- loop --------------------------------------------------------------------------
+    def _loader(self) -> DataLoader:
+        self.dataset.epoch = self.epoch
+        self.sampler.set_position(self.epoch, self.micro_step)
+        workers = self.cfg.data.num_workers
+        return DataLoader(self.dataset, batch_size=self.cfg.data.batch_size, sampler=self.sampler,
+                          collate_fn=self.collate, num_workers=workers, drop_last=True,
+                          pin_memory=self.device.type == "cuda", persistent_workers=False,
+                          prefetch_factor=4 if workers > 0 else None,
+                          # Its own generator: creating the iterator must not draw from the
+                          # global RNG, or a resumed run's dropout stream would shift.
+                          generator=torch.Generator().manual_seed(self.cfg.seed * 7_919 + self.epoch))
+
+    def _flush(self, window: list[tuple[int, dict]], timer: dict) -> dict[str, float]:
+        """One device→host transfer per log window; raises NonFiniteLoss on a bad term."""
+        if not window:
+            return {}
+        keys = list(window[0][1].keys())
+        values = torch.stack([torch.stack([logs[k].float() for k in keys]) for _, logs in window])
+        if self.world > 1:  # log the mean over ranks (each rank's terms cover its own rows)
+            torch.distributed.all_reduce(values)
+            values /= self.world
+        values = values.cpu()
+        finite = torch.isfinite(values)
+        if self.cfg.trainer.stop_on_nonfinite and not bool(finite.all()):
+            row, col = [int(i) for i in (~finite).nonzero()[0]]
+            step = window[row][0]
+            bad = next((k for k in keys if k.startswith("loss/") and k != "loss/total"
+                        and not math.isfinite(float(values[row, keys.index(k)]))), keys[col])
+            _, objective, term = (bad.split("/") + ["", ""])[:3]
+            raise NonFiniteLoss(f"non-finite loss at step {step}: objective {objective!r}, term {term!r} "
+                                f"({bad} = {float(values[row, keys.index(bad)])}); last good checkpoint: "
+                                f"{self.last_checkpoint or 'none (no checkpoint was written yet)'}")
+        mean = dict(zip(keys, values.mean(0).tolist()))
+        elapsed = max(timer["elapsed"], 1e-9)
+        mean["pairs_per_s"] = timer["pairs"] / elapsed
+        mean["lr"] = timer["lr"]
+        mean["skipped_samples"] = float(self.skipped_samples)
+        step = window[-1][0]
+        self.logger.log(step, mean)
+        window.clear()
+        timer.update(elapsed=0.0, pairs=0)
+        return mean
+
+    def train(self) -> TrainResult:
+        cfg = self.cfg.trainer
+        history: list[dict] = []
+        window: list[tuple[int, dict]] = []
+        timer = {"elapsed": 0.0, "pairs": 0, "lr": 0.0}
+        global_batch = self.cfg.data.batch_size * self.world * cfg.grad_accum
+        stage_name = None
+        with progress_bar(cfg.progress and self.rank == 0) as bar:
+            task = bar.add_task(self.cfg.name, total=self.max_steps, completed=self.step, status="")
+            while self.step < self.max_steps:
+                started = time.perf_counter()
+                for batch in self._loader():
+                    ctx = self.context()
+                    if ctx.stage != stage_name and self.rank == 0 and ctx.stage:
+                        bar.console.print(f"stage [bold]{ctx.stage}[/] from step {self.step}")
+                    stage_name = ctx.stage
+                    lr = lr_at(self.step, self.max_steps, cfg.lr, cfg.min_lr, cfg.warmup_ratio, self.stages)
+                    self.backend.set_lr(lr)
+                    loss, logs = self.backend.forward(batch, ctx)
+                    self.backend.backward(loss)
+                    self.skipped_samples += batch.skipped
+                    self.micro_step += 1
+                    if not self.backend.step():
+                        continue
+                    self.model.after_step(ctx)
+                    self.step += 1
+                    window.append((self.step, logs))
+                    timer["pairs"] += global_batch
+                    timer["lr"] = lr
+                    if self.step % cfg.log_every == 0 or self.step == self.max_steps:
+                        timer["elapsed"] += time.perf_counter() - started
+                        started = time.perf_counter()
+                        row = self._flush(window, timer)
+                        history.append({"step": self.step, **row})
+                        bar.update(task, completed=self.step, status=_status(row))
+                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                        timer["elapsed"] += time.perf_counter() - started
+                        self._flush(window, timer)
+                        self.save_checkpoint()
+                        started = time.perf_counter()
+                    if self.step >= self.max_steps:
+                        break
+                else:
+                    self.epoch += 1
+                    self.micro_step = 0
+                    continue
+                break
+        self._flush(window, timer)
+        if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(f"{self.step:07d}"):
+            self.save_checkpoint()
+        final = self.export_final()
+        self.logger.close()
+        return TrainResult(run_dir=self.run_dir, steps=self.step, final_weights=final, history=history)
+
+    def export_final(self) -> Path:
+        """``RUN/final/model.safetensors``: the full model in float32, for eval and export."""
+        state = self.backend.full_state_dict()
+        path = self.run_dir / "final" / "model.safetensors"
+        if self.rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
+                      metadata={"step": str(self.step), "format": "kgvlp-vlpmodel"})
+            tmp.replace(path)
+        self.backend.barrier()
+        return path
+
+
+def _status(row: dict[str, float]) -> str:
+    terms = " ".join(f"{k.removeprefix('loss/')}={v:.3f}" for k, v in row.items()
+                     if k.startswith("loss/") and k != "loss/total")
+    return f"loss={row.get('loss/total', float('nan')):.3f} {terms} {row.get('pairs_per_s', 0):.1f} pairs/s"
