@@ -35,8 +35,11 @@ class CTAConfig(ObjectiveConfig):
 
 def clipped_weights(weights: Tensor, valid: Tensor, low: float, high: float) -> Tensor:
     """Clip each row's valid entries to its [low, high] quantiles (linear interpolation),
-    zero the rest, renormalise rows to sum 1. (B, N) → (B, N)."""
-    weights = weights.float()
+    zero the rest, renormalise rows to sum 1. (B, N) → (B, N).
+
+    The weights are constants of the loss (detached): the official code computes them under
+    no_grad, so no gradient reaches the encoders' attention through them."""
+    weights = weights.detach().float()
     masked = weights.masked_fill(~valid, float("nan"))
     lo = torch.nanquantile(masked, low, dim=1, keepdim=True)
     hi = torch.nanquantile(masked, high, dim=1, keepdim=True)
