@@ -32,6 +32,8 @@ setup(
         "scikit-learn>=1.3",
         "pandas>=2.0",
         "pillow>=10",
+        "pydicom>=2.4",  # kgvlp.data.prepare: RSNA / SIIM DICOM sources
+        "scipy>=1.10",   # kgvlp.data.synth rendering
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6"],
