@@ -1,0 +1,142 @@
+"""Experiment configuration: merge order, validation at load time, and what a config builds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import IMAGE_SIZE, MAX_LENGTH
+from kgvlp.config import ConfigError, load_experiment, save_resolved
+from kgvlp.models.vlp import VLPModel
+from kgvlp.objectives import REGISTRY
+from kgvlp.objectives.cpa import CPAConfig
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+
+TINY = f"""
+model:
+  image: {{name: vit_test, image_size: {IMAGE_SIZE}}}
+  text: {{max_length: {MAX_LENGTH}, num_layers: 2}}
+data: {{image_size: {IMAGE_SIZE}}}
+objectives:
+  ita: {{weight: 1.0}}
+  cta: {{weight: 1.0, hidden_dim: 64}}
+  cpa: {{weight: 1.0, num_prototypes: 8}}
+"""
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path) -> Path:
+    return write(tmp_path, "tiny.yaml", TINY)
+
+
+# ---------------------------------------------------------------------------------------
+# errors at load time name the key and the valid choices
+
+
+def test_unknown_objective_fails_naming_it_and_the_registered_objectives(tiny_yaml):
+    with pytest.raises(ConfigError) as error:
+        load_experiment(tiny_yaml, ["objectives.nosuch.weight=1"])
+
+    message = str(error.value)
+    assert "'nosuch'" in message
+    assert all(name in message for name in REGISTRY)
+
+
+def test_misspelt_trainer_key_fails_naming_it_and_the_valid_keys(tiny_yaml):
+    with pytest.raises(ConfigError) as error:
+        load_experiment(tiny_yaml, ["trainer.max_step=5"])
+
+    message = str(error.value)
+    assert "trainer.max_step" in message
+    assert "did you mean 'max_steps'" in message
+    assert "warmup_ratio" in message and "weight_decay" in message   # the valid keys are listed
+
+
+def test_wrong_type_fails_naming_the_key(tiny_yaml):
+    with pytest.raises(ConfigError, match=r"trainer\.max_epochs"):
+        load_experiment(tiny_yaml, ["trainer.max_epochs=many"])
+
+
+def test_misspelt_objective_option_fails_naming_it_and_the_objectives_options(tiny_yaml):
+    with pytest.raises(ConfigError) as error:
+        load_experiment(tiny_yaml, ["objectives.cta.temprature=0.2"])
+
+    message = str(error.value)
+    assert "objectives.cta.temprature" in message and "temperature" in message
+
+
+def test_wrong_type_in_an_objective_option_fails_naming_the_key(tiny_yaml):
+    with pytest.raises(ConfigError, match=r"objectives\.cpa\.num_prototypes"):
+        load_experiment(tiny_yaml, ["objectives.cpa.num_prototypes=lots"])
+
+
+def test_stage_weight_naming_an_unknown_objective_fails(tmp_path):
+    path = write(tmp_path, "staged.yaml", TINY + """
+trainer:
+  stages:
+    - {name: first, steps: 10, weights: {ita: 1.0, itm: 1.0}}
+""")
+
+    with pytest.raises(ConfigError, match=r"trainer\.stages\[first\].*'itm'"):
+        load_experiment(path)
+
+
+# ---------------------------------------------------------------------------------------
+# merging
+
+
+def test_bases_then_file_then_overrides(tmp_path):
+    write(tmp_path, "base.yaml", "name: from_base\nseed: 1\ntrainer: {lr: 1.0e-3, max_epochs: 3}\n")
+    path = write(tmp_path, "exp.yaml", "bases: [base.yaml]\nseed: 2\ntrainer: {lr: 2.0e-3}\n")
+
+    config = load_experiment(path, ["trainer.lr=3.0e-3"]).config
+
+    assert config.name == "from_base"          # only the base sets it
+    assert config.seed == 2                    # the file beats its base
+    assert config.trainer.lr == 3.0e-3         # overrides beat the file
+    assert config.trainer.max_epochs == 3      # a sibling key from the base survives the file's merge
+
+
+def test_objectives_get_their_typed_config_with_defaults_filled_in(tiny_yaml):
+    config = load_experiment(tiny_yaml).config
+
+    assert isinstance(config.objectives["cpa"], CPAConfig)
+    assert config.objectives["cpa"].num_prototypes == 8
+    assert config.objectives["cpa"].epsilon == CPAConfig.epsilon
+
+
+def test_resolved_config_saved_and_reloaded_is_the_same_experiment(tiny_yaml, tmp_path):
+    loaded = load_experiment(tiny_yaml, ["objectives.cta.weight=0.5"])
+
+    save_resolved(loaded.tree, tmp_path / "run" / "config.yaml")
+    again = load_experiment(tmp_path / "run" / "config.yaml")
+
+    assert again.config == loaded.config
+
+
+# ---------------------------------------------------------------------------------------
+# what a config builds
+
+
+def test_zero_weight_objective_builds_no_parameters(tiny_yaml):
+    config = load_experiment(tiny_yaml, ["objectives.cpa.weight=0"]).config
+
+    model = VLPModel(config.model, config.objectives, REGISTRY)
+
+    assert "cpa" not in model.objectives.objectives
+    assert not any("cpa" in name for name, _ in model.named_parameters())
+    assert set(model.objectives.objectives) == {"ita", "cta"}
+
+
+@pytest.mark.parametrize("path", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_experiment_loads(path):
+    loaded = load_experiment(path)
+
+    assert loaded.config.objectives, f"{path.name} enables no objective"
