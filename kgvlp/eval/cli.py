@@ -1,0 +1,80 @@
+"""``kgvlp eval RUN_OR_CHECKPOINT --task TASK --data DATASET …`` (registered by kgvlp/cli.py)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kgvlp.eval.detection import DetConfig
+from kgvlp.eval.linear_probe import ProbeConfig
+from kgvlp.eval.segmentation import SegConfig
+from kgvlp.eval.tasks import SUITES, TASKS
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``eval`` command to the top-level ``subparsers``."""
+    parser = subparsers.add_parser(
+        "eval", help="evaluate a trained image encoder (linear probe, zero-shot, retrieval, "
+                     "segmentation, detection, grounding) against random-init and start baselines",
+        description="Evaluate a run folder or checkpoint. Writes <out>/<task>.json, <task>.md, "
+                    "summary.md and PNG plots.")
+    parser.add_argument("model", metavar="RUN_OR_CHECKPOINT",
+                        help="a run folder (config.yaml + final/model.safetensors) or a checkpoint in one")
+    parser.add_argument("--task", action="append", choices=sorted(TASKS),
+                        help="task to run (repeatable); default: the --suite")
+    parser.add_argument("--suite", default="default", choices=sorted(SUITES),
+                        help="tasks to run when --task is not given: " +
+                             "; ".join(f"{k} = {', '.join(v)}" for k, v in SUITES.items()))
+    parser.add_argument("--data", default="synthcxr",
+                        help="downstream dataset: synthcxr, or a prepared cache folder (CheXpert, RSNA, "
+                             "COVIDx, SIIM-ACR, Object-CXR via `kgvlp data prepare`)")
+    parser.add_argument("--fractions", type=_floats, default=[0.01, 0.1, 1.0],
+                        help="label fractions, comma-separated (default 0.01,0.1,1)")
+    parser.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds, comma-separated (default 0,1,2)")
+    parser.add_argument("--out", default=None, help="output folder (default RUN/eval or ./eval_out)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the random-init and start baselines")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--max-epochs", type=int, default=ProbeConfig.max_epochs, help="linear probe epoch cap")
+    parser.add_argument("--dense-epochs", type=int, default=SegConfig.epochs,
+                        help="epochs for the segmentation decoder / detection head")
+    parser.add_argument("--finetune", action="store_true", help="fine-tune the encoder in segmentation/detection")
+    parser.add_argument("--no-negated-prompts", action="store_true", help="zero-shot without negated prompts")
+    parser.add_argument("--synth-n", type=int, default=None,
+                        help="SynthCXR studies to generate if needed (default: the run's data.synth_n)")
+    parser.add_argument("--cache-dir", default=None, help="where SynthCXR is generated (default: the run's)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run_cli)
+    return parser
+
+
+def _default_out(model: str) -> str:
+    from pathlib import Path
+    path = Path(model)
+    return str(path / "eval") if path.is_dir() else "eval_out"
+
+
+def run_cli(args) -> int:
+    from kgvlp.eval import CheckpointError, EvalDataError, evaluate
+    data_kwargs = {k: v for k, v in (("cache_dir", args.cache_dir), ("synth_n", args.synth_n)) if v is not None}
+    try:
+        results = evaluate(
+            args.model, args.data, tasks=args.task, suite=args.suite, out_dir=args.out or _default_out(args.model),
+            fractions=args.fractions, seeds=args.seeds, baselines=not args.no_baselines, device=args.device,
+            progress=not args.no_progress, probe=ProbeConfig(max_epochs=args.max_epochs),
+            seg=SegConfig(epochs=args.dense_epochs, finetune=args.finetune),
+            det=DetConfig(epochs=args.dense_epochs, finetune=args.finetune),
+            negated_prompts=not args.no_negated_prompts, data_kwargs=data_kwargs)
+    except (CheckpointError, EvalDataError) as err:
+        print(f"kgvlp eval: {err}", file=sys.stderr)
+        return 2
+    from kgvlp.eval.report import markdown
+    for result in results:
+        print(markdown(result))
+    return 0
