@@ -30,7 +30,7 @@ def resize_pad(image: Tensor, size: int) -> Tensor:
 
 def resize_pad_numpy(image: np.ndarray, size: int) -> np.ndarray:
     """uint8 (H, W) → uint8 (size, size), as ``resize_pad`` (used when writing a cache)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).float()[None]
+    tensor = torch.from_numpy(np.array(image, dtype=np.float32))[None]
     out = resize_pad(tensor, size)[0].round().clamp(0, 255)
     return out.to(torch.uint8).numpy()
 
@@ -43,7 +43,7 @@ class ImageTransform:
         self.augment = augment or AugmentConfig()
 
     def __call__(self, image: np.ndarray) -> Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0)[None]
+        x = torch.from_numpy(np.array(image, dtype=np.float32)).div_(255.0)[None]
         x = resize_pad(x, self.resize)
         aug = self.augment
         if self.train and aug.random_crop:

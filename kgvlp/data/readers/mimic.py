@@ -58,8 +58,8 @@ def read_mimic_cxr(root: str | Path, reports_root: str | Path | None = None, vie
                      ["dicom_id", "split"], LAYOUT)
     chexpert = read_csv(find_file(root, ["mimic-cxr-2.0.0-chexpert.csv", "mimic-cxr-2.0.0-chexpert.csv.gz"], LAYOUT),
                         ["subject_id", "study_id", *CHEXPERT_LABELS], LAYOUT)
-    labels = {int(r.study_id): [label_value(getattr(r, "_%d" % (i + 3))) for i in range(len(CHEXPERT_LABELS))]
-              for r in chexpert[["subject_id", "study_id", *CHEXPERT_LABELS]].itertuples()}
+    labels = {int(study): [label_value(v) for v in values] for study, values in
+              zip(chexpert.study_id, chexpert[CHEXPERT_LABELS].itertuples(index=False, name=None))}
     split_of = dict(zip(split.dicom_id, split.split))
     frame = meta[meta.ViewPosition.isin(list(views))] if views else meta
     records, seen_studies, report_cache = [], set(), {}
