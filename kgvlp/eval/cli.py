@@ -61,6 +61,7 @@ def _default_out(model: str) -> str:
 
 
 def run_cli(args) -> int:
+    from kgvlp.config.loader import ConfigError
     from kgvlp.eval import CheckpointError, EvalDataError, evaluate
     data_kwargs = {k: v for k, v in (("cache_dir", args.cache_dir), ("synth_n", args.synth_n)) if v is not None}
     try:
@@ -71,7 +72,7 @@ def run_cli(args) -> int:
             seg=SegConfig(epochs=args.dense_epochs, finetune=args.finetune),
             det=DetConfig(epochs=args.dense_epochs, finetune=args.finetune),
             negated_prompts=not args.no_negated_prompts, data_kwargs=data_kwargs)
-    except (CheckpointError, EvalDataError) as err:
+    except (CheckpointError, EvalDataError, ConfigError) as err:
         print(f"kgvlp eval: {err}", file=sys.stderr)
         return 2
     from kgvlp.eval.report import markdown

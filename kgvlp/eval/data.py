@@ -166,7 +166,15 @@ def load_split(data, split: str, image_size: int, **kwargs) -> EvalView:
         dataset = build_downstream_dataset(data, split=split, image_size=image_size, **kwargs)
     except (FileNotFoundError, KeyError, ValueError, OSError) as err:
         raise EvalDataError(f"downstream dataset {data!r}, split {split!r}: {err}") from err
-    return EvalView(dataset)
+    view = EvalView(dataset)
+    if len(view) == 0:
+        raise EvalDataError(f"downstream dataset {data!r}, split {split!r} is empty")
+    try:  # files are opened lazily: read one item now, not deep inside a task's loader
+        view[0]
+    except (OSError, KeyError, ValueError) as err:
+        raise EvalDataError(f"downstream dataset {data!r}, split {split!r}: cannot read its "
+                            f"first item: {err}") from err
+    return view
 
 
 def load_splits(data, image_size: int, **kwargs) -> dict[str, EvalView]:
