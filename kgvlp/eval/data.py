@@ -83,8 +83,18 @@ class EvalView(Dataset):
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
         self.label_names = list(getattr(dataset, "label_names"))
-        self.label_kind = getattr(dataset, "label_kind", "multilabel")
+        self._label_kind = getattr(dataset, "label_kind", None)
         self._label_index = {n: i for i, n in enumerate(self.label_names)}
+
+    @property
+    def label_kind(self) -> str:
+        """``multiclass`` when the dataset says so or every label row is one-hot over ≥ 2
+        classes (COVIDx); else ``multilabel`` (CheXpert, SynthCXR; RSNA as one binary label)."""
+        if self._label_kind is None:
+            labels = dataset_labels(self)
+            one_hot = labels.shape[1] >= 2 and bool((labels.sum(dim=1) == 1).all())
+            self._label_kind = "multiclass" if one_hot else "multilabel"
+        return self._label_kind
 
     def __len__(self) -> int:
         return len(self.dataset)

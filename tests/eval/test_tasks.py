@@ -97,3 +97,20 @@ def test_probe_early_stopping_keeps_best_validation_epoch():
                           cfg=ProbeConfig(max_epochs=200, patience=3, lr=0.1))
     assert info["epochs"] < 200
     assert info["epochs"] == info["best_epoch"] + 3
+
+
+def test_one_hot_labels_are_scored_as_multiclass_accuracy(tiny_model, tmp_path):
+    from eval_fixtures import TinyFindings
+
+    class OneHot(TinyFindings):
+        def __getitem__(self, index):
+            item = super().__getitem__(index)
+            one_hot = torch.zeros(3)
+            one_hot[index % 3] = 1.0
+            return {"image": item.image, "labels": one_hot}
+
+    splits = {"train": OneHot(12, 1), "val": OneHot(6, 2), "test": OneHot(9, 3)}
+    [result] = evaluate(tiny_model, splits, tasks=["linear_probe"], out_dir=tmp_path, fractions=[1.0], seeds=[0],
+                        baselines=False, device="cpu", progress=False, probe=ProbeConfig(max_epochs=2))
+    assert result.metric == "accuracy"
+    assert result.rows[0]["accuracy"] * 9 == pytest.approx(round(result.rows[0]["accuracy"] * 9))
