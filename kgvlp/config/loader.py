@@ -114,6 +114,10 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple
             if name not in objectives:
                 raise ConfigError(f"trainer.stages[{stage.name}].weights names objective {name!r}, "
                                   f"which is not under 'objectives' ({', '.join(objectives) or 'none'})")
+    if tree.data.image_size != tree.model.image.image_size:
+        raise ConfigError(f"data.image_size ({tree.data.image_size}) must equal model.image.image_size "
+                          f"({tree.model.image.image_size}); write data.image_size: "
+                          "${model.image.image_size} to keep them together")
     config = OmegaConf.to_object(tree)
     config.objectives = objectives
     return LoadedExperiment(config=config, tree=tree, source=Path(path) if path else None)
