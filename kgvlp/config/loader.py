@@ -69,20 +69,22 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig, where: str = "") -
     return ConfigError(f"config key {shown!r}: {message}")
 
 
-def _validate_objectives(raw: DictConfig, registry: dict) -> dict[str, Any]:
+def _validate_objectives(raw: DictConfig, registry: dict, where: str = "objectives",
+                         kind: str = "objective") -> dict[str, Any]:
+    """Check each ``where.<name>`` against ``registry[name].Config``; typed instances."""
     typed = {}
     for name, value in raw.items():
         if name not in registry:
             close = difflib.get_close_matches(str(name), list(registry), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown objective {name!r} under 'objectives'{hint}; "
-                              f"valid choices: {', '.join(sorted(registry))}")
+            raise ConfigError(f"unknown {kind} {name!r} under '{where}'{hint}; "
+                              f"valid choices: {', '.join(sorted(registry)) or 'none'}")
         schema = OmegaConf.structured(registry[name].Config)
         OmegaConf.set_struct(schema, True)
         try:
             merged = OmegaConf.merge(schema, value if value is not None else {})
         except OmegaConfBaseException as err:
-            raise _explain(err, schema, where=f"objectives.{name}.") from None
+            raise _explain(err, schema, where=f"{where}.{name}.") from None
         typed[name] = OmegaConf.to_object(merged)
     return typed
 
@@ -103,11 +105,14 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple
     schema = OmegaConf.structured(ExperimentConfig)
     OmegaConf.set_struct(schema, True)
     OmegaConf.set_struct(schema.objectives, False)  # names checked against the registry below
+    OmegaConf.set_struct(schema.model.services, False)
     try:
         tree = OmegaConf.merge(schema, raw)
     except OmegaConfBaseException as err:
         raise _explain(err, schema) from None
     objectives = _validate_objectives(tree.objectives, registry)
+    from kgvlp.modules.registry import SERVICES
+    services = _validate_objectives(tree.model.services, SERVICES, "model.services", "service")
     tree.objectives = OmegaConf.create({n: dataclasses.asdict(c) for n, c in objectives.items()})
     for stage in tree.trainer.stages:
         for name in stage.weights:
@@ -120,6 +125,7 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple
                           "${model.image.image_size} to keep them together")
     config = OmegaConf.to_object(tree)
     config.objectives = objectives
+    config.model.services = services
     return LoadedExperiment(config=config, tree=tree, source=Path(path) if path else None)
 
 

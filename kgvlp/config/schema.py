@@ -35,6 +35,9 @@ class ModelConfig:
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     init_from: Optional[str] = None   # a kgvlp checkpoint or export folder to start from
+    # Options of shared services (EMA encoders, banks…), validated against each service's
+    # Config (kgvlp/modules/registry.py); a service is built only if an objective needs it.
+    services: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

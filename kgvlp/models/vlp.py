@@ -16,6 +16,7 @@ from kgvlp.models.features import Features, Need
 from kgvlp.models.image import build_image_encoder
 from kgvlp.models.text import TextEncoder, merge_words
 from kgvlp.modules.heads import SharedProjections
+from kgvlp.modules.registry import SERVICES, service_for
 from kgvlp.objectives.base import ModelDims, StepContext
 from kgvlp.objectives.objective_set import ObjectiveSet
 
@@ -26,6 +27,8 @@ IMPLIED = {
     Need.WORDS: {Need.TEXT_TOKENS},
 }
 IMAGE_NEEDS = {Need.IMAGE_GLOBAL, Need.IMAGE_TOKENS}
+ENCODER_NEEDS = frozenset({Need.IMAGE_GLOBAL, Need.IMAGE_TOKENS, Need.TEXT_GLOBAL, Need.TEXT_TOKENS,
+                           Need.WORDS, Need.IMAGE_EMBED, Need.TEXT_EMBED})
 TEXT_NEEDS = {Need.TEXT_GLOBAL, Need.TEXT_TOKENS}
 
 
@@ -52,9 +55,9 @@ def probe_dims(image_encoder: nn.Module, text_encoder: TextEncoder, image_size: 
 class VLPModel(nn.Module):
     """Image/text encoders, shared services and objectives.
 
-    ``service_providers`` maps each service-backed ``Need`` to the method that fills
-    ``Features.extras``; a new service (EMA encoders, memory bank, masked view) adds its
-    module in ``__init__`` and one entry there (see docs/extending.md).
+    Features beyond the encoders' own come from services (kgvlp/modules/registry.py): the
+    model builds the service providing each needed ``Need`` once, under ``services.<name>``,
+    configured by ``model.services.<name>`` (see docs/extending.md).
     """
 
     def __init__(self, model_cfg: ModelConfig, objective_configs: dict, registry: dict,
@@ -67,20 +70,42 @@ class VLPModel(nn.Module):
                                model_cfg.image.in_chans, model_cfg.text.max_length)
         self.objectives = ObjectiveSet(objective_configs, registry, self.dims, stages)
         self.needs = close_needs(self.objectives.requires)
-        unknown = [n.value for n in self.needs if n not in self.feature_providers()]
-        if unknown:
-            raise ValueError(f"enabled objectives require features {unknown} that no service of "
-                             f"this model provides yet; provided: "
-                             f"{sorted(n.value for n in self.feature_providers())}")
+        self.services = nn.ModuleDict()
+        pending = [n for n in self.needs if n not in ENCODER_NEEDS]
+        while pending:  # services may require features of other services
+            need = pending.pop()
+            found = service_for(need)
+            if found is None:
+                raise ValueError(f"enabled objectives require feature {need.value!r}, which no "
+                                 f"registered service provides; encoders provide "
+                                 f"{sorted(n.value for n in ENCODER_NEEDS)}, services "
+                                 f"{sorted(c.provides.value for c in SERVICES.values())}")
+            name, cls = found
+            if name in self.services:
+                continue
+            service_cfgs = getattr(model_cfg, "services", None) or {}
+            self.services[name] = cls(service_cfgs.get(name) or cls.Config(), self)
+            for extra in close_needs(cls.requires) - self.needs:
+                self.needs = self.needs | {extra}
+                if extra not in ENCODER_NEEDS:
+                    pending.append(extra)
+        self.needs = close_needs(self.needs)
+        self._order_services()
         if Need.IMAGE_EMBED in self.needs or Need.TEXT_EMBED in self.needs:
             self.projections = SharedProjections(self.dims.image_width, self.dims.text_width,
                                                  out_dim=self.dims.embed_dim)
 
-    def feature_providers(self) -> dict[Need, Callable | None]:
-        """Needs this model can satisfy. None = filled by the encoders in ``encode``."""
-        return {Need.IMAGE_GLOBAL: None, Need.IMAGE_TOKENS: None, Need.TEXT_GLOBAL: None,
-                Need.TEXT_TOKENS: None, Need.WORDS: None, Need.IMAGE_EMBED: None,
-                Need.TEXT_EMBED: None}
+    def _order_services(self) -> None:
+        """Re-insert services so each comes after the services whose features it reads."""
+        remaining, ordered, provided = dict(self.services.items()), {}, set(ENCODER_NEEDS)
+        while remaining:
+            ready = [n for n, s in remaining.items() if close_needs(s.requires) <= provided]
+            if not ready:
+                raise ValueError(f"services {sorted(remaining)} require each other's features")
+            for name in ready:
+                ordered[name] = remaining.pop(name)
+                provided.add(ordered[name].provides)
+        self.services = nn.ModuleDict(ordered)
 
     def encode(self, batch: Batch, needs: frozenset[Need] | None = None) -> Features:
         needs = close_needs(needs) if needs is not None else self.needs
@@ -110,9 +135,9 @@ class VLPModel(nn.Module):
             features.image_embed = self.projections.image(features.image_global)
         if Need.TEXT_EMBED in needs:
             features.text_embed = self.projections.text(features.text_global)
-        for need, provider in self.feature_providers().items():
-            if provider is not None and need in needs:
-                features.extras[need.value] = provider(batch, features)
+        for service in self.services.values():  # built in dependency order
+            if service.provides in needs:
+                features.extras[service.provides.value] = service.provide(self, batch, features)
         return features
 
     def forward(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
@@ -121,4 +146,7 @@ class VLPModel(nn.Module):
 
     @torch.no_grad()
     def after_step(self, ctx: StepContext) -> None:
+        """Once per optimizer step: services first (EMA, bank writes), then objectives."""
+        for service in self.services.values():
+            service.after_step(self, ctx)
         self.objectives.after_step(ctx)

@@ -1,0 +1,17 @@
+"""The explicit registry of services, keyed by the name used under ``model.services``.
+
+Each entry's ``provides`` is the ``Need`` it satisfies; one service per Need.
+"""
+from __future__ import annotations
+
+from kgvlp.modules.service import Service
+
+SERVICES: dict[str, type[Service]] = {
+}
+
+
+def service_for(need) -> tuple[str, type[Service]] | None:
+    for name, cls in SERVICES.items():
+        if cls.provides == need:
+            return name, cls
+    return None
