@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from omegaconf import II
+
 
 @dataclass
 class ImageEncoderConfig:
@@ -60,7 +62,7 @@ class DataConfig:
     synth_image_size: int = 256
     split: str = "pretrain"
     resize: int = 256                 # long side after padding to square (MGCA: 256)
-    image_size: int = 224             # crop fed to the model; = model.image.image_size
+    image_size: int = II("model.image.image_size")  # crop fed to the model
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     second_view: bool = False         # also emit images_view2 (set automatically when needed)
     shuffle_sentences: bool = False   # PRIOR shuffles report sentences

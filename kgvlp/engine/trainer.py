@@ -102,6 +102,16 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_resolved(experiment.tree, self.run_dir / "config.yaml")
 
+        from kgvlp.models.vlp import VLPModel
+        cfg.model.image.gradient_checkpointing |= cfg.trainer.activation_checkpointing
+        cfg.model.text.gradient_checkpointing |= cfg.trainer.activation_checkpointing
+        # Built before the data: which objectives are enabled decides what the batch carries.
+        model = VLPModel(cfg.model, cfg.objectives, REGISTRY, resolve_stages(cfg.trainer.stages, 1))
+        if model.wants_second_view:
+            cfg.data.second_view = True
+        if cfg.model.init_from:
+            from kgvlp.engine.checkpoint import load_weights_into
+            load_weights_into(model, cfg.model.init_from)
         from kgvlp.models.text import load_tokenizer
         from kgvlp.data.collate import Collator
         self.tokenizer = load_tokenizer(cfg.model.text)
@@ -121,6 +131,7 @@ class Trainer:
             raise ValueError(f"an epoch has fewer batches ({self.sampler.batches_per_epoch}) than "
                              f"trainer.grad_accum ({cfg.trainer.grad_accum})")
         self.stages = resolve_stages(cfg.trainer.stages, self.steps_per_epoch)
+        model.objectives.stages = self.stages
         if cfg.trainer.max_steps is not None:
             self.max_steps = cfg.trainer.max_steps
         elif self.stages:
@@ -128,13 +139,6 @@ class Trainer:
         else:
             self.max_steps = max(1, int(round(cfg.trainer.max_epochs * self.steps_per_epoch)))
 
-        from kgvlp.models.vlp import VLPModel
-        cfg.model.image.gradient_checkpointing |= cfg.trainer.activation_checkpointing
-        cfg.model.text.gradient_checkpointing |= cfg.trainer.activation_checkpointing
-        model = VLPModel(cfg.model, cfg.objectives, REGISTRY, self.stages)
-        if cfg.model.init_from:
-            from kgvlp.engine.checkpoint import load_weights_into
-            load_weights_into(model, cfg.model.init_from)
         self.backend = DeepSpeedBackend(model, cfg.trainer, cfg.data.batch_size, self.device)
         self.model = self.backend.module
         self.logger = MetricsLogger(self.run_dir, enabled=self.rank == 0)

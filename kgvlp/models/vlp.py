@@ -30,6 +30,7 @@ IMAGE_NEEDS = {Need.IMAGE_GLOBAL, Need.IMAGE_TOKENS}
 ENCODER_NEEDS = frozenset({Need.IMAGE_GLOBAL, Need.IMAGE_TOKENS, Need.TEXT_GLOBAL, Need.TEXT_TOKENS,
                            Need.WORDS, Need.IMAGE_EMBED, Need.TEXT_EMBED})
 TEXT_NEEDS = {Need.TEXT_GLOBAL, Need.TEXT_TOKENS}
+SECOND_VIEW_NEEDS = frozenset({Need.IMAGE_VIEW2, Need.DIVERGENCE})
 
 
 def close_needs(needs: frozenset[Need]) -> frozenset[Need]:
@@ -94,6 +95,11 @@ class VLPModel(nn.Module):
         if Need.IMAGE_EMBED in self.needs or Need.TEXT_EMBED in self.needs:
             self.projections = SharedProjections(self.dims.image_width, self.dims.text_width,
                                                  out_dim=self.dims.embed_dim)
+
+    @property
+    def wants_second_view(self) -> bool:
+        """Whether batches must carry ``images_view2`` (a second augmented view)."""
+        return bool(self.needs & SECOND_VIEW_NEEDS)
 
     def _order_services(self) -> None:
         """Re-insert services so each comes after the services whose features it reads."""
