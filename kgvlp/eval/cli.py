@@ -42,12 +42,18 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-baselines", action="store_true", help="skip the random-init and start baselines")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--max-epochs", type=int, default=ProbeConfig.max_epochs, help="linear probe epoch cap")
+    parser.add_argument("--mgca-exact-probe", action="store_true",
+                        help="linear probe exactly as MGCA: raw features, one pass per epoch "
+                             "(default standardises features and takes ≥ 20 steps an epoch; docs/eval.md)")
     parser.add_argument("--dense-epochs", type=int, default=SegConfig.epochs,
                         help="epochs for the segmentation decoder / detection head")
     parser.add_argument("--finetune", action="store_true", help="fine-tune the encoder in segmentation/detection")
     parser.add_argument("--no-negated-prompts", action="store_true", help="zero-shot without negated prompts")
     parser.add_argument("--synth-n", type=int, default=None,
                         help="SynthCXR studies to generate if needed (default: the run's data.synth_n)")
+    parser.add_argument("--synth-seed", type=int, default=None,
+                        help="SynthCXR generation seed (default: the run's data.synth_seed; another seed "
+                             "gives a held-out SynthCXR that shares no study with pretraining)")
     parser.add_argument("--cache-dir", default=None, help="where SynthCXR is generated (default: the run's)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run_cli)
@@ -60,15 +66,22 @@ def _default_out(model: str) -> str:
     return str(path / "eval") if path.is_dir() else "eval_out"
 
 
+def _probe_config(args) -> ProbeConfig:
+    if args.mgca_exact_probe:
+        return ProbeConfig(max_epochs=args.max_epochs, standardize=False, min_steps_per_epoch=1)
+    return ProbeConfig(max_epochs=args.max_epochs)
+
+
 def run_cli(args) -> int:
     from kgvlp.config.loader import ConfigError
     from kgvlp.eval import CheckpointError, EvalDataError, evaluate
-    data_kwargs = {k: v for k, v in (("cache_dir", args.cache_dir), ("synth_n", args.synth_n)) if v is not None}
+    data_kwargs = {k: v for k, v in (("cache_dir", args.cache_dir), ("synth_n", args.synth_n),
+                                                   ("synth_seed", args.synth_seed)) if v is not None}
     try:
         results = evaluate(
             args.model, args.data, tasks=args.task, suite=args.suite, out_dir=args.out or _default_out(args.model),
             fractions=args.fractions, seeds=args.seeds, baselines=not args.no_baselines, device=args.device,
-            progress=not args.no_progress, probe=ProbeConfig(max_epochs=args.max_epochs),
+            progress=not args.no_progress, probe=_probe_config(args),
             seg=SegConfig(epochs=args.dense_epochs, finetune=args.finetune),
             det=DetConfig(epochs=args.dense_epochs, finetune=args.finetune),
             negated_prompts=not args.no_negated_prompts, data_kwargs=data_kwargs)
