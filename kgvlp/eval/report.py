@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 MODEL_ORDER = ("trained", "start", "random")
+COUNTS = frozenset({"classes_scored", "mentions", "train_size", "epochs", "best_epoch"})  # never ×100
 
 
 @dataclass
@@ -54,9 +55,11 @@ def _stats(values: list[float]) -> dict:
             "n": len(finite)}
 
 
-def _cell(stats: dict, scale: float) -> str:
+def _cell(stats: dict, scale: float, metric: str = "") -> str:
     if stats["n"] == 0:
         return "–"
+    if metric in COUNTS:
+        return f"{stats['mean']:g}"
     text = f"{stats['mean'] * scale:.1f}"
     return text + (f" ± {stats['std'] * scale:.1f}" if stats["n"] > 1 else "")
 
@@ -73,15 +76,20 @@ def markdown(result: TaskResult, percent: bool = True) -> str:
     if keys == ["all"]:
         metrics = [m for m in summary[models[0]]["all"] if m != "n"] if models else []
         header = ["model", *metrics]
-        lines = [[m, *(_cell(summary[m]["all"].get(x, {"n": 0}), scale) for x in metrics)] for m in models]
+        lines = [[m, *(_cell(summary[m]["all"].get(x, {"n": 0}), scale, x) for x in metrics)] for m in models]
     else:
         header = ["model", *(f"{result.metric} @ {float(k) * 100:g}%" for k in keys)]
         lines = [[m, *(_cell(summary[m].get(k, {}).get(result.metric, {"n": 0}), scale) for k in keys)]
                  for m in models]
     table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     table += ["| " + " | ".join(line) + " |" for line in lines]
+    if not result.rows:  # plots only
+        table = []
     seeds = sorted({r.get("seed") for r in result.rows if r.get("seed") is not None})
-    foot = [f"Values ×100, mean ± std over seeds {seeds}." if percent else f"Seeds {seeds}."]
+    foot = []
+    if result.rows:
+        foot.append((f"Values ×100 (counts as they are), mean ± std over seeds {seeds}." if seeds
+                     else "Values ×100 (counts as they are).") if percent else "")
     foot += result.notes
     return "\n".join([title, "", *table, "", *foot]) + "\n"
 
