@@ -29,6 +29,7 @@ class TextEncoderConfig:
     num_layers: Optional[int] = None  # keep only the first N layers (MGCA: 6 of 12)
     max_length: int = 112             # MGCA: 112 tokens; PRIOR: 256
     pretrained: bool = True           # False = same architecture, random init (tests, baselines)
+    dropout: Optional[float] = None   # override hidden/attention dropout; None keeps the model's
     gradient_checkpointing: bool = False
 
 
@@ -37,6 +38,9 @@ class ModelConfig:
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     init_from: Optional[str] = None   # a kgvlp checkpoint or export folder to start from
+    # BatchNorm statistics of the projection heads over the global batch (all ranks), so N
+    # ranks train like one process; false = per rank, as MGCA's official code.
+    sync_batchnorm: bool = True
     # Options of shared services (EMA encoders, banks…), validated against each service's
     # Config (kgvlp/modules/registry.py); a service is built only if an objective needs it.
     services: Dict[str, Any] = field(default_factory=dict)

@@ -46,6 +46,8 @@ class TextEncoder(nn.Module):
         super().__init__()
         path = resolve_text_path(cfg)
         overrides = {"num_hidden_layers": cfg.num_layers} if cfg.num_layers else {}
+        if cfg.dropout is not None:
+            overrides.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
         hf_logging.set_verbosity_error()  # the unused pooler's "unexpected keys" report is noise
         if cfg.pretrained:
             self.bert = AutoModel.from_pretrained(str(path), add_pooling_layer=False, **overrides)

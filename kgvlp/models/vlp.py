@@ -94,7 +94,8 @@ class VLPModel(nn.Module):
         self._order_services()
         if Need.IMAGE_EMBED in self.needs or Need.TEXT_EMBED in self.needs:
             self.projections = SharedProjections(self.dims.image_width, self.dims.text_width,
-                                                 out_dim=self.dims.embed_dim)
+                                                 out_dim=self.dims.embed_dim,
+                                                 sync_bn=model_cfg.sync_batchnorm)
 
     @property
     def wants_second_view(self) -> bool:

@@ -61,3 +61,8 @@ def modifiable(*params: torch.nn.Parameter):
             yield
     else:
         yield
+
+
+def at_least_fp32(x: Tensor) -> Tensor:
+    """Upcast half/bf16 to float32 for softmax, exp and statistics; float64 stays float64."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

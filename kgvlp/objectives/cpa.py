@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgvlp.models.features import Need
-from kgvlp.modules.distributed import all_reduce_sum, gather_no_grad, local_rows, modifiable, world_size
+from kgvlp.modules.distributed import (all_reduce_sum, at_least_fp32, gather_no_grad, local_rows,
+                                      modifiable, world_size)
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 
 
@@ -36,7 +37,7 @@ def sinkhorn(scores: Tensor, epsilon: float, iterations: int, stable: bool = Tru
     Computed in float32 (exp(score/ε) overflows in half precision); ``stable`` subtracts the
     global max first, which leaves the result unchanged since Q is renormalised.
     """
-    logits = scores.float() / epsilon
+    logits = at_least_fp32(scores) / epsilon
     if stable:
         logits = logits - logits.max()
     q = torch.exp(logits).t()                      # (K, N)
@@ -79,8 +80,8 @@ class CPA(Objective):
         text_scores = features.text_embed @ weight.t()
         image_codes = self._codes(image_scores)
         text_codes = self._codes(text_scores)
-        log_p_image = F.log_softmax(image_scores.float() / self.cfg.temperature, dim=1)
-        log_p_text = F.log_softmax(text_scores.float() / self.cfg.temperature, dim=1)
+        log_p_image = F.log_softmax(at_least_fp32(image_scores) / self.cfg.temperature, dim=1)
+        log_p_text = F.log_softmax(at_least_fp32(text_scores) / self.cfg.temperature, dim=1)
         loss = 0.5 * (-(image_codes * log_p_text).sum(1).mean() - (text_codes * log_p_image).sum(1).mean())
         with torch.no_grad():
             used = torch.zeros(self.cfg.num_prototypes, device=weight.device)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kgvlp.models.features import Need
+from kgvlp.modules.distributed import at_least_fp32
 from kgvlp.modules.heads import TokenProjection
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 
@@ -39,7 +40,7 @@ def clipped_weights(weights: Tensor, valid: Tensor, low: float, high: float) -> 
 
     The weights are constants of the loss (detached): the official code computes them under
     no_grad, so no gradient reaches the encoders' attention through them."""
-    weights = weights.detach().float()
+    weights = at_least_fp32(weights.detach())
     masked = weights.masked_fill(~valid, float("nan"))
     lo = torch.nanquantile(masked, low, dim=1, keepdim=True)
     hi = torch.nanquantile(masked, high, dim=1, keepdim=True)
@@ -63,7 +64,7 @@ def weighted_symmetric_ce(anchors: Tensor, contexts: Tensor, weights: Tensor, te
     valid: (B, N) bool marking tokens that may be negatives (None = all).
     Returns Σ_b Σ_i a_bi · ½[CE(z_bi, i) + CE(zᵀ_bi, i)] / B.
     """
-    logits = (anchors @ contexts.transpose(1, 2) / temperature).float()    # (B, N, N)
+    logits = at_least_fp32(anchors @ contexts.transpose(1, 2) / temperature)    # (B, N, N)
     logits_t = logits.transpose(1, 2)
     if valid is not None:  # invalid tokens are never negatives, in either direction
         logits = logits.masked_fill(~valid[:, None, :], NEG_INF)
@@ -82,8 +83,10 @@ class CTA(Objective):
 
     def __init__(self, cfg, dims):
         super().__init__(cfg, dims)
-        self.image_head = TokenProjection(dims.image_token_width, cfg.hidden_dim, dims.embed_dim)
-        self.word_head = TokenProjection(dims.text_width, cfg.hidden_dim, dims.embed_dim)
+        # Per-rank BatchNorm under the official quirks, global statistics otherwise.
+        sync = not cfg.official_quirks
+        self.image_head = TokenProjection(dims.image_token_width, cfg.hidden_dim, dims.embed_dim, sync)
+        self.word_head = TokenProjection(dims.text_width, cfg.hidden_dim, dims.embed_dim, sync)
 
     def forward(self, features, batch, ctx):
         cfg, quirks = self.cfg, self.cfg.official_quirks

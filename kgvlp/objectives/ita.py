@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kgvlp.models.features import Need
-from kgvlp.modules.distributed import gather_with_grad, rank
+from kgvlp.modules.distributed import at_least_fp32, gather_with_grad, rank
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 
 
@@ -38,8 +38,8 @@ class ITA(Objective):
         targets = torch.arange(local, device=image.device) + offset
         logits_i2t = image @ all_text.t() / self.cfg.temperature
         logits_t2i = text @ all_image.t() / self.cfg.temperature
-        loss_i2t = F.cross_entropy(logits_i2t.float(), targets)
-        loss_t2i = F.cross_entropy(logits_t2i.float(), targets)
+        loss_i2t = F.cross_entropy(at_least_fp32(logits_i2t), targets)
+        loss_t2i = F.cross_entropy(at_least_fp32(logits_t2i), targets)
         scale = 1.0 if self.cfg.official_quirks else 0.5
         with torch.no_grad():
             accuracy = (logits_i2t.argmax(dim=1) == targets).float().mean()
