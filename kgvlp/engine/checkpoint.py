@@ -24,6 +24,11 @@ def find_weights(path: str | Path) -> Path:
 
 def load_weights_into(model: torch.nn.Module, path: str | Path, strict: bool = True) -> None:
     """Load kgvlp weights; any missing/unexpected key or shape mismatch fails naming it."""
+    from kgvlp.export import is_export
+    if is_export(path):  # an export folder (kgvlp export): encoders + heads, named checks
+        from kgvlp.export import load_weights_into as load_export
+        load_export(model, path)
+        return
     state = load_file(str(find_weights(path)))
     own = model.state_dict()
     mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
