@@ -120,6 +120,15 @@ def bn_eps(model) -> float:
     return float(model.projections.image.net[1].eps)
 
 
+HEADS_DOC = {
+    "formula": "e = normalize(bn2(fc2(relu(bn1(fc1(x)))))), x = the encoder's [CLS] state (ViT: "
+               "last_hidden_state[:, 0]; ResNet: mean-pooled last stage, or image.pool.* when present); "
+               "bn(z) = (z - running_mean) / sqrt(running_var + batchnorm_eps) * weight + bias; "
+               "bn2 has no weight/bias",
+    "towers": ["image", "text"],
+}
+
+
 def write_hf(model, image_cfg, tokenizer, out: Path) -> dict[str, list[names.Entry]]:
     state, keys = _state(model), list(model.state_dict())
     maps = {"hf_text": names.hf_text_map(keys)}
@@ -135,10 +144,11 @@ def write_hf(model, image_cfg, tokenizer, out: Path) -> dict[str, list[names.Ent
         vit.save_pretrained(str(out / "image"), safe_serialization=True)
     if hasattr(model, "projections") or getattr(model.image_encoder, "pool", None) is not None:
         maps["heads"], tensors = heads_tensors(model)
-        metadata = {"format": "pt", "batchnorm_eps": repr(bn_eps(model)) if hasattr(model, "projections") else "",
-                    "formula": "e = normalize(bn2(fc2(relu(bn1(fc1(x)))))); bn(z) = (z - running_mean) / "
-                               "sqrt(running_var + eps) * weight + bias (bn2 has no weight/bias)"}
-        save_file(tensors, str(out / "heads.safetensors"), metadata=metadata)
+        # One metadata key only: safetensors writes metadata in hash order, so more keys
+        # would make byte-identical re-exports impossible. The formula lives in heads.json.
+        save_file(tensors, str(out / "heads.safetensors"), metadata={"format": "pt"})
+        (out / "heads.json").write_text(json.dumps(HEADS_DOC | {
+            "batchnorm_eps": bn_eps(model) if hasattr(model, "projections") else None}, indent=2) + "\n")
     return maps
 
 
@@ -191,9 +201,9 @@ def write_open_clip(model, image_cfg, tokenizer, out: Path, experiment=None) -> 
     save_file(tensors, str(out / "open_clip_model.safetensors"), metadata={"format": "pt"})
     exact_keys = [k for k in keys if k.startswith(names.PROJECTIONS) or k.startswith(names.IMAGE_POOL)]
     exact = {k: state[k].contiguous() for k in exact_keys + [stem_key(image_cfg)]}
-    save_file(exact, str(out / "kgvlp_exact.safetensors"),
-              metadata={"format": "pt", "purpose": "tensors kgvlp.load needs bit-exactly and open_clip "
-                        "does not read: raw projection heads and the 1-channel stem kernel"})
+    # tensors kgvlp.load needs bit-exactly and open_clip does not read: raw projection
+    # heads and the 1-channel stem kernel (one metadata key: see write_hf)
+    save_file(exact, str(out / "kgvlp_exact.safetensors"), metadata={"format": "pt"})
     size = image_cfg.image_size
     config = {
         "model_cfg": {
