@@ -32,7 +32,8 @@ def _train(args) -> int:
 
 def _bench(args) -> int:
     from kgvlp.bench import bench_train
-    bench_train(args.experiment, args.overrides, steps=args.steps, warmup=args.warmup)
+    bench_train(args.experiment, args.overrides, steps=args.steps, warmup=args.warmup,
+                baselines=args.baseline)
     return 0
 
 
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("overrides", nargs="*")
     bench_train.add_argument("--steps", type=int, default=10)
     bench_train.add_argument("--warmup", type=int, default=3)
+    bench_train.add_argument("--baseline", action="append", default=[],
+                             help='overrides of a configuration to run side by side, e.g. '
+                                  '"objectives.cta.weight=0 objectives.cpa.weight=0" (repeatable)')
     bench_train.set_defaults(func=_bench)
 
     _register_optional(sub, "kgvlp.eval.cli", "eval", "evaluate a trained image encoder")

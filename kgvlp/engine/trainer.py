@@ -141,6 +141,8 @@ class Trainer:
 
         self.backend = DeepSpeedBackend(model, cfg.trainer, cfg.data.batch_size, self.device)
         self.model = self.backend.module
+        if cfg.trainer.compile:
+            self.model.compile_for_training()
         self.logger = MetricsLogger(self.run_dir, enabled=self.rank == 0)
         self.step = 0
         self.micro_step = 0          # micro-batches consumed in the current epoch

@@ -97,6 +97,12 @@ class VLPModel(nn.Module):
                                                  out_dim=self.dims.embed_dim,
                                                  sync_bn=model_cfg.sync_batchnorm)
 
+    def compile_for_training(self) -> None:
+        """torch.compile the encoders in place (state_dict keys unchanged). Objectives stay
+        eager: their step context carries Python floats that would force recompiles."""
+        self.image_encoder.compile()
+        self.text_encoder.bert.compile()
+
     @property
     def wants_second_view(self) -> bool:
         """Whether batches must carry ``images_view2`` (a second augmented view)."""

@@ -1,0 +1,130 @@
+"""``kgvlp bench train``: pairs/s, the step split and peak memory of an experiment.
+
+A benchmark, not a test. It builds the experiment's model and DeepSpeed engine exactly as
+training does, feeds fixed pre-collated batches (the image cache makes data loading cheap;
+``--with-data`` measures the real loader too) and times each phase with device syncs —
+syncs that the training loop itself never does. ``--baseline "k=v ..."`` runs other
+configurations in the same process, so throughput is reported as ratios measured side by side.
+"""
+from __future__ import annotations
+
+import gc
+import resource
+import time
+from dataclasses import dataclass
+
+import torch
+
+from kgvlp.config import load_experiment
+from kgvlp.data.collate import Collator, Sample
+from kgvlp.data.text import split_sentences
+
+# Report-like text of realistic length (MGCA reports fill most of 112 tokens).
+BENCH_REPORT = ("Findings: the heart is mildly enlarged. There is a small left pleural effusion with "
+                "adjacent basilar atelectasis. No pneumothorax is seen. A right internal jugular central "
+                "venous catheter terminates in the mid superior vena cava. Degenerative changes of the "
+                "thoracic spine. Impression: mild cardiomegaly and small left pleural effusion, which may "
+                "represent heart failure. Follow-up radiograph is recommended after diuresis to exclude "
+                "an underlying consolidation in the left lower lobe.")
+
+
+@dataclass
+class BenchResult:
+    label: str
+    pairs_per_s: float
+    data_ms: float
+    forward_ms: float
+    backward_ms: float
+    optimizer_ms: float
+    peak_memory_gb: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # KiB → GiB (process peak)
+
+
+def bench_one(experiment_path, overrides, steps: int, warmup: int, label: str) -> BenchResult:
+    from kgvlp.engine.backend import DeepSpeedBackend, init_distributed, pick_device
+    from kgvlp.models.text import load_tokenizer
+    from kgvlp.models.vlp import VLPModel
+    from kgvlp.objectives import REGISTRY
+    from kgvlp.objectives.base import StepContext
+    from kgvlp.objectives.objective_set import resolve_stages
+
+    cfg = load_experiment(experiment_path, overrides).config
+    device = pick_device(cfg.trainer.device)
+    init_distributed(device)
+    torch.manual_seed(cfg.seed)
+    model = VLPModel(cfg.model, cfg.objectives, REGISTRY, resolve_stages(cfg.trainer.stages, 1))
+    backend = DeepSpeedBackend(model, cfg.trainer, cfg.data.batch_size, device)
+    if cfg.trainer.compile:
+        backend.module.compile_for_training()
+    size, channels = cfg.model.image.image_size, cfg.model.image.in_chans
+    collate = Collator(load_tokenizer(cfg.model.text), cfg.model.text.max_length)
+    sentences = split_sentences(BENCH_REPORT)
+
+    def make_batch():
+        samples = [Sample(image=torch.randn(channels, size, size), sentences=sentences, index=i,
+                          image_view2=torch.randn(channels, size, size) if cfg.data.second_view or model.wants_second_view else None)
+                   for i in range(cfg.data.batch_size)]
+        return collate(samples)
+
+    started = time.perf_counter()
+    batch = make_batch()
+    data_ms = (time.perf_counter() - started) * 1e3
+    ctx = StepContext(step=10 ** 6, epoch=10.0, steps_per_epoch=1, max_steps=10 ** 7)
+    timings = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for step in range(warmup + steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        loss, _ = backend.forward(batch, ctx)
+        _sync(device)
+        t1 = time.perf_counter()
+        backend.backward(loss)
+        _sync(device)
+        t2 = time.perf_counter()
+        if backend.step():
+            backend.module.after_step(ctx)
+        _sync(device)
+        t3 = time.perf_counter()
+        if step >= warmup:
+            timings["forward"] += t1 - t0
+            timings["backward"] += t2 - t1
+            timings["optimizer"] += t3 - t2
+    total = sum(timings.values())
+    pairs = cfg.data.batch_size * steps * backend.world_size
+    result = BenchResult(label, pairs / total, data_ms, *(timings[k] / steps * 1e3 for k in timings),
+                         _peak_memory_gb(device))
+    del backend, model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def bench_train(experiment_path, overrides, steps: int = 10, warmup: int = 3,
+                baselines: list[str] | None = None) -> list[BenchResult]:
+    from rich.console import Console
+    from rich.table import Table
+    configs = [("experiment", list(overrides))]
+    configs += [(f"baseline {i + 1}: {b}", list(overrides) + b.split()) for i, b in enumerate(baselines or [])]
+    results = [bench_one(experiment_path, o, steps, warmup, label) for label, o in configs]
+    table = Table(title=f"kgvlp bench train {experiment_path} ({steps} steps after {warmup} warm-up)")
+    for column in ("run", "pairs/s", "× experiment", "collate ms", "forward ms", "backward ms",
+                   "optimizer ms", "peak GB"):
+        table.add_column(column, justify="right" if column != "run" else "left")
+    for r in results:
+        table.add_row(r.label, f"{r.pairs_per_s:.1f}", f"{r.pairs_per_s / results[0].pairs_per_s:.2f}",
+                      f"{r.data_ms:.1f}", f"{r.forward_ms:.1f}", f"{r.backward_ms:.1f}",
+                      f"{r.optimizer_ms:.1f}", f"{r.peak_memory_gb:.2f}")
+    Console(width=160).print(table)
+    return results
