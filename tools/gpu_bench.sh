@@ -10,7 +10,7 @@ if [ -d .whl ]; then
 fi
 export TORCH_CUDA_ARCH_LIST=9.0 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total --format=csv || true
-python3 tools/make_bert_config.py /tmp/bert_base
+python3 tools/make_bert_config.py /tmp/bert_base ${TOKENIZER:-}
 EXP=${EXP:-configs/experiments/mgca_vitb16.yaml}
 O="model.text.path=/tmp/bert_base model.text.pretrained=false data.batch_size=${BATCH:-144} trainer.precision=bf16 ${EXTRA:-}"
 CLIP="objectives.cta.weight=0 objectives.cpa.weight=0"
