@@ -74,6 +74,14 @@ class DataConfig:
     batch_size: int = 32              # per rank
     num_workers: int = 2
     max_samples: Optional[int] = None
+    # Linked UMLS concepts per report (MLIP, kgvlp/data/entities.py): none | ground_truth
+    # (SynthCXR's mentions) | linker (knowledge linker, cached per report).
+    entities: str = "none"
+    knowledge_graph: Optional[str] = None       # saved graph; None = bundled subset (built into cache_dir)
+    knowledge_embeddings: Optional[str] = None  # `kgvlp knowledge embed` output; None = for the bundled graph
+    link_cache: Optional[str] = None            # linker cache folder (entities: linker)
+    max_entities: int = 16                      # E: concepts kept per report (first mentioned first)
+    max_mention_words: int = 8                  # words kept per concept's mentions
 
 
 @dataclass

@@ -65,6 +65,18 @@ class PretrainDataset(Dataset):
         self.cache, self.rows, self.cfg, self.train = cache, rows, cfg, train
         self.transform = ImageTransform(cfg.resize, cfg.image_size, train, cfg.augment)
         self.label_names = cache.label_names
+        self.entities = None          # list[ReportEntities] aligned with rows (attach_entities)
+
+    def attach_entities(self, progress: bool = True) -> None:
+        """Link every report to knowledge-bank rows once (cfg.entities; kgvlp.data.entities)."""
+        from kgvlp.data.entities import build_report_entities
+        from kgvlp.modules.knowledge_bank import ConceptIndex, knowledge_paths
+        graph, embeddings = knowledge_paths(self.cfg.knowledge_graph, self.cfg.knowledge_embeddings,
+                                            self.cfg.cache_dir)
+        metas = [self.cache.meta[r] for r in self.rows]
+        self.entities = build_report_entities(metas, [report_text(m) for m in metas], self.cfg.entities,
+                                              ConceptIndex.from_embeddings(embeddings), graph,
+                                              self.cfg.link_cache, progress)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -74,19 +86,27 @@ class PretrainDataset(Dataset):
         sentences = split_sentences(report_text(meta))
         if not sentences:
             return None
+        original, order = sentences, list(range(len(sentences)))
         if self.cfg.shuffle_sentences and self.train:
             order = torch.randperm(len(sentences)).tolist()
             sentences = [sentences[i] for i in order]
         if self.cfg.max_sentences is not None:
             sentences = sentences[: self.cfg.max_sentences]
+            order = order[: self.cfg.max_sentences]
         try:
             image = self.cache.image(self.rows[index])
         except (OSError, ValueError):
             return None
         labels = binary_labels(meta["labels"]) if meta.get("labels") is not None else None
         view2 = self.transform(image) if self.cfg.second_view else None
+        entities = {}
+        if self.entities is not None:
+            from kgvlp.data.entities import entity_tensors, sentence_word_map
+            moved = order != list(range(len(original)))
+            entities = entity_tensors(self.entities[index], sentence_word_map(original, order) if moved else None,
+                                      self.cfg.max_entities, self.cfg.max_mention_words)
         return Sample(image=self.transform(image), sentences=sentences, index=index,
-                      labels=labels, image_view2=view2)
+                      labels=labels, image_view2=view2, **entities)
 
 
 def build_pretrain_dataset(cfg: DataConfig, *, train: bool = True) -> PretrainDataset:
@@ -99,7 +119,10 @@ def build_pretrain_dataset(cfg: DataConfig, *, train: bool = True) -> PretrainDa
     rows = split_rows(cache, cfg.split)
     if cfg.max_samples is not None:
         rows = rows[: cfg.max_samples]
-    return PretrainDataset(cache, rows, cfg, train)
+    dataset = PretrainDataset(cache, rows, cfg, train)
+    if cfg.entities != "none":
+        dataset.attach_entities(progress=int(os.environ.get("RANK", "0")) == 0)
+    return dataset
 
 
 @dataclass

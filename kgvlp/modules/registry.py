@@ -4,9 +4,13 @@ Each entry's ``provides`` is the ``Need`` it satisfies; one service per Need.
 """
 from __future__ import annotations
 
+from kgvlp.modules.divergence import DivergenceEncoders
+from kgvlp.modules.knowledge_bank import KnowledgeBank
 from kgvlp.modules.service import Service
 
 SERVICES: dict[str, type[Service]] = {
+    "divergence": DivergenceEncoders,
+    "knowledge_bank": KnowledgeBank,
 }
 
 

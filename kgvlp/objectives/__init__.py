@@ -10,11 +10,21 @@ from kgvlp.objectives.base import (ModelDims, Objective, ObjectiveConfig, Object
 from kgvlp.objectives.cpa import CPA
 from kgvlp.objectives.cta import CTA
 from kgvlp.objectives.ita import ITA
+from kgvlp.objectives.category_contrast import CategoryContrast
+from kgvlp.objectives.itm import ITM
+from kgvlp.objectives.mlip_global import MLIPGlobal
+from kgvlp.objectives.text_swap import TextSwap
+from kgvlp.objectives.tkp_alignment import TKPAlignment
 
 REGISTRY: dict[str, type[Objective]] = {
     "ita": ITA,
     "cta": CTA,
     "cpa": CPA,
+    "mlip_global": MLIPGlobal,
+    "tkp_alignment": TKPAlignment,
+    "category_contrast": CategoryContrast,
+    "itm": ITM,
+    "text_swap": TextSwap,
 }
 
 __all__ = ["REGISTRY", "ModelDims", "Objective", "ObjectiveConfig", "ObjectiveOutput", "StepContext"]
