@@ -105,7 +105,7 @@ class TrainerConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_ratio: float = 0.4         # MGCA's LinearWarmupCosineAnnealing: 40% of steps
     zero_stage: int = 0
-    precision: str = "fp32"           # fp32 | bf16 | fp16
+    precision: str = "fp32"           # fp32 | bf16 (autocast, fp32 weights) | bf16-weights | fp16
     grad_accum: int = 1
     grad_clip: float = 0.0            # 0 = off
     activation_checkpointing: bool = False
