@@ -76,7 +76,9 @@ class CategoryContrast(Objective):
         total = present.sum(1, keepdim=True)
         return present / total.clamp(min=1), total[:, 0] > 0
 
-    def instance_loss(self, image: Tensor, text: Tensor, entities) -> tuple[Tensor, Tensor]:
+    def instance_rows(self, image: Tensor, text: Tensor, entities) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-anchor losses image→text and text→image (B,) and the (B, B_global) pairs that
+        are not negatives (finding sets with Jaccard ≥ threshold, identical sets included)."""
         cfg, gather = self.cfg, self.cfg.gather
         keep = entities.affirmed & entities.finding
         all_image = gather_with_grad(image) if gather else image
@@ -89,19 +91,17 @@ class CategoryContrast(Objective):
         jaccard = set_jaccard(entities.ids, keep, all_ids, all_keep, cfg.empty_sets_match)
         similar = (jaccard >= cfg.jaccard_threshold) & ~is_self
         if cfg.false_negatives == "remove":
-            targets = is_self.float()
-            blocked = similar
+            targets, blocked = is_self.float(), similar
         else:
             targets = is_self.float() + jaccard * similar
-            targets = targets / targets.sum(1, keepdim=True)
-            blocked = torch.zeros_like(similar)
+            targets, blocked = targets / targets.sum(1, keepdim=True), torch.zeros_like(similar)
 
         def side(anchors: Tensor, columns: Tensor) -> Tensor:
             logits = at_least_fp32(anchors @ columns.t() / cfg.instance_temperature)
             log_p = F.log_softmax(logits.masked_fill(blocked, float("-inf")), dim=1)
-            return -(targets * log_p.masked_fill(blocked, 0.0)).sum(1).mean()
+            return -(targets * log_p.masked_fill(blocked, 0.0)).sum(1)
 
-        return 0.5 * (side(image, all_text) + side(text, all_image)), similar.float().sum(1).mean()
+        return side(image, all_text), side(text, all_image), similar
 
     def forward(self, features, batch, ctx):
         cfg = self.cfg
@@ -122,9 +122,9 @@ class CategoryContrast(Objective):
             terms["knowledge"] = cfg.knowledge_weight * masked_mean(per_report, has, cfg.gather)
         metrics = {}
         if cfg.instance_weight > 0:
-            instance, removed = self.instance_loss(image, text, entities)
-            terms["instance"] = cfg.instance_weight * instance
-            metrics["non_negatives_per_row"] = removed
+            image_rows, text_rows, similar = self.instance_rows(image, text, entities)
+            terms["instance"] = cfg.instance_weight * 0.5 * (image_rows.mean() + text_rows.mean())
+            metrics["non_negatives_per_row"] = similar.float().sum(1).mean()
         with torch.no_grad():
             metrics["agreement"] = (image_scores.argmax(1) == text_scores.argmax(1)).float().mean()
         return ObjectiveOutput(terms=terms, metrics=metrics)
