@@ -18,5 +18,4 @@ python3 -m kgvlp.cli bench train "$EXP" $O --steps ${STEPS:-10} --warmup ${WARMU
   --baseline "$CLIP" \
   --baseline "trainer.compile=true" \
   --baseline "trainer.compile=true $CLIP" \
-  --baseline "trainer.precision=fp32" \
   --baseline "trainer.compile=true trainer.precision=bf16-weights"

@@ -109,7 +109,8 @@ class TrainerConfig:
     grad_accum: int = 1
     grad_clip: float = 0.0            # 0 = off
     activation_checkpointing: bool = False
-    compile: bool = False
+    compile: bool = False             # torch.compile the encoders
+    tf32: bool = True                 # TF32 matmuls on CUDA for fp32 parts
     device: str = "auto"              # auto | cpu | cuda
     log_every: int = 10
     checkpoint_every: int = 0         # steps; 0 = only at the end

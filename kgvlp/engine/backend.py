@@ -67,6 +67,7 @@ def deepspeed_config(trainer: TrainerConfig, micro_batch: int) -> dict:
         # on an H100, DeepSpeed's own bf16 optimizer spent 75 ms per step where fused AdamW on
         # fp32 weights takes 6. "bf16-weights" keeps DeepSpeed's bf16 mode (half the memory).
         "bf16": {"enabled": trainer.precision == "bf16-weights"},
+        "torch_autocast": {"enabled": trainer.precision == "bf16", "dtype": "bfloat16"},
         "fp16": {"enabled": trainer.precision == "fp16", "initial_scale_power": 16},
         "zero_allow_untested_optimizer": True,   # torch AdamW (fused on CUDA)
         "steps_per_print": 10 ** 12,
@@ -112,13 +113,15 @@ class DeepSpeedBackend:
         optimizer_kwargs = dict(lr=trainer.lr, betas=tuple(trainer.betas), weight_decay=trainer.weight_decay)
         if device.type == "cuda":
             optimizer_kwargs["fused"] = True
+            # TF32 matmuls for whatever stays in fp32 (set per run, never at import).
+            torch.backends.cuda.matmul.allow_tf32 = trainer.tf32
+            torch.backends.cudnn.allow_tf32 = trainer.tf32
         optimizer = torch.optim.AdamW(params, **optimizer_kwargs)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=deepspeed_config(trainer, micro_batch))
         self.engine.checkpoint_engine = make_safe_checkpoint_engine()
         # Inputs in the weights' dtype; autocast (bf16) casts inside the ops instead.
         self.image_dtype = {"bf16-weights": torch.bfloat16, "fp16": torch.float16}.get(trainer.precision)
-        self.autocast = trainer.precision == "bf16"
 
     @property
     def module(self) -> torch.nn.Module:
@@ -140,9 +143,9 @@ class DeepSpeedBackend:
             group["lr"] = lr
 
     def forward(self, batch, ctx):
-        batch = batch.to(self.device, self.image_dtype)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            return self.engine(batch, ctx)
+        # bf16 autocast is applied by the engine (its torch_autocast section): an autocast
+        # context opened here would be switched off inside DeepSpeed's forward.
+        return self.engine(batch.to(self.device, self.image_dtype), ctx)
 
     def backward(self, loss: torch.Tensor) -> None:
         self.engine.backward(loss)
