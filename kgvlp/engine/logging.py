@@ -40,6 +40,10 @@ class MetricsLogger:
 
 
 def progress_bar(enabled: bool) -> Progress:
+    import sys
+    # Piped output (CI, nohup) gets a wide line instead of rich's 80 columns, so the loss
+    # terms and pairs/s stay readable.
+    width = None if sys.stderr.isatty() else 180
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                    console=Console(stderr=True), disable=not enabled, transient=False)
+                    console=Console(stderr=True, width=width), disable=not enabled, transient=False)
