@@ -21,6 +21,12 @@ class ImageEncoderConfig:
     resnet_local_layer: str = "layer3"  # MGCA: layer3 (19×19 at 299 px); PRIOR: layer4 (7×7)
     resnet_global_pool: str = "avg"   # avg (MGCA) | attention (PRIOR, CLIP-style attention pool)
     gradient_checkpointing: bool = False
+    # PRIOR: Linear width→N on the global vector and on the tokens (its global/local image
+    # projections, 2048→768); None = the backbone's own widths.
+    projection_dim: Optional[int] = None
+    # permute: layer4 map → (B, HW, C) tokens in spatial order. official_view: PRIOR's
+    # ``view(B, -1, C)`` of the (B, C, H, W) map, which scrambles channels and positions.
+    resnet_token_layout: str = "permute"
 
 
 @dataclass
@@ -31,6 +37,13 @@ class TextEncoderConfig:
     pretrained: bool = True           # False = same architecture, random init (tests, baselines)
     dropout: Optional[float] = None   # override hidden/attention dropout; None keeps the model's
     gradient_checkpointing: bool = False
+    # PRIOR: Linear width→N on every token state (its local text projection, 768→768);
+    # sentence features are then means of projected tokens. None = no projection.
+    projection_dim: Optional[int] = None
+    # Report vector: cls ([CLS] state) | sentence_attention (PRIOR: 8-head attention pool
+    # over the sentence features, query = their mean, no position embedding).
+    global_pool: str = "cls"
+    sentence_slots: int = 32          # sentences per report kept in sentence features (PRIOR: 32)
 
 
 @dataclass

@@ -31,6 +31,23 @@ class ImageOutput:
     patch_weights: Tensor
 
 
+def add_projections(encoder: nn.Module, dim: int) -> None:
+    """PRIOR's global and local image projections (Linear → ``dim``), applied by the
+    encoder's forward after the backbone (``image_encoder.{global,token}_projection``)."""
+    encoder.global_projection = nn.Linear(encoder.width, dim)
+    encoder.token_projection = nn.Linear(encoder.token_width, dim)
+    nn.init.normal_(encoder.global_projection.weight, std=encoder.width ** -0.5)     # PRIOR's init
+    nn.init.normal_(encoder.token_projection.weight, std=encoder.token_width ** -0.5)
+    encoder.width = encoder.token_width = dim
+
+
+def _projected(encoder: nn.Module, out: "ImageOutput") -> "ImageOutput":
+    if getattr(encoder, "global_projection", None) is None:
+        return out
+    return ImageOutput(global_vector=encoder.global_projection(out.global_vector),
+                       tokens=encoder.token_projection(out.tokens), patch_weights=out.patch_weights)
+
+
 class ViTEncoder(nn.Module):
     """timm VisionTransformer; keeps the last block's CLS→patch attention (MGCA's patch weights).
 
@@ -66,7 +83,8 @@ class ViTEncoder(nn.Module):
         patch_weights = self._cls_attention(vit.blocks[-1], x)
         x = vit.norm(vit.blocks[-1](x))
         prefix = vit.num_prefix_tokens
-        return ImageOutput(global_vector=x[:, 0], tokens=x[:, prefix:], patch_weights=patch_weights)
+        return _projected(self, ImageOutput(global_vector=x[:, 0], tokens=x[:, prefix:],
+                                            patch_weights=patch_weights))
 
 
 class ResNetEncoder(nn.Module):
@@ -91,6 +109,10 @@ class ResNetEncoder(nn.Module):
             raise ValueError(f"model.image.resnet_global_pool: expected avg|attention, "
                              f"got {cfg.resnet_global_pool!r}")
         self.backbone.set_grad_checkpointing(cfg.gradient_checkpointing)
+        if cfg.resnet_token_layout not in ("permute", "official_view"):
+            raise ValueError(f"model.image.resnet_token_layout: expected permute|official_view, "
+                             f"got {cfg.resnet_token_layout!r}")
+        self.official_view = cfg.resnet_token_layout == "official_view"
 
     def forward(self, images: Tensor) -> ImageOutput:
         net = self.backbone
@@ -101,10 +123,14 @@ class ResNetEncoder(nn.Module):
             if name == self.local_layer:
                 local = x
         global_vector = x.mean(dim=(2, 3)) if self.pool is None else self.pool(x)
-        tokens = local.flatten(2).transpose(1, 2)                   # (B, HW, C)
+        if self.official_view:   # PRIOR encoders/image/resnet.py:94, view without permute
+            tokens = local.reshape(local.shape[0], -1, local.shape[1])
+        else:
+            tokens = local.flatten(2).transpose(1, 2)               # (B, HW, C)
         patch_weights = torch.full(tokens.shape[:2], 1.0 / tokens.shape[1],
                                    device=tokens.device, dtype=tokens.dtype)
-        return ImageOutput(global_vector=global_vector, tokens=tokens, patch_weights=patch_weights)
+        return _projected(self, ImageOutput(global_vector=global_vector, tokens=tokens,
+                                            patch_weights=patch_weights))
 
 
 def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
@@ -117,4 +143,6 @@ def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
                          f"valid choices: {', '.join(IMAGE_ENCODERS)}")
     if cfg.weights:
         load_backbone_weights(encoder.backbone, cfg.weights, in_chans=cfg.in_chans)
+    if cfg.projection_dim:
+        add_projections(encoder, cfg.projection_dim)
     return encoder

@@ -58,6 +58,16 @@ class TextEncoder(nn.Module):
             self.bert.gradient_checkpointing_enable()
         self.width = self.bert.config.hidden_size
         self.num_heads = self.bert.config.num_attention_heads
+        self.sentence_slots = cfg.sentence_slots
+        # PRIOR's local text projection (tokens) and sentence attention pool (report vector).
+        self.token_projection = None
+        if cfg.projection_dim:
+            self.token_projection = nn.Linear(self.width, cfg.projection_dim)
+            nn.init.normal_(self.token_projection.weight, std=self.width ** -0.5)  # PRIOR's init
+            self.width = cfg.projection_dim
+        if cfg.global_pool not in ("cls", "sentence_attention"):
+            raise ValueError(f"model.text.global_pool: expected cls|sentence_attention, got {cfg.global_pool!r}")
+        self.sentence_pool = SentenceAttentionPool(self.width) if cfg.global_pool == "sentence_attention" else None
 
     def _cls_attention(self, last_layer_input: Tensor, attention_mask: Tensor) -> Tensor:
         """Recompute only the [CLS] row of the last layer's attention (layers run fused SDPA)."""
@@ -70,12 +80,66 @@ class TextEncoder(nn.Module):
         scores = scores.masked_fill(~attention_mask.bool()[:, None, None, :], float("-inf"))
         return scores.softmax(dim=-1).mean(dim=1)[:, 0]            # (B, L)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> TextOutput:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor,
+                sentence_index: Tensor | None = None) -> TextOutput:
+        """``sentence_index`` (B, L) is read only by the sentence pool; without it (prompts)
+        every real token but [CLS]/[SEP] counts as one sentence."""
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask,
                         output_hidden_states=True, return_dict=True)
         tokens = out.last_hidden_state
         cls_attention = self._cls_attention(out.hidden_states[-2], attention_mask)
-        return TextOutput(global_vector=tokens[:, 0], tokens=tokens, cls_attention=cls_attention)
+        if self.token_projection is not None:
+            tokens = self.token_projection(tokens)
+        global_vector = tokens[:, 0]
+        if self.sentence_pool is not None:
+            if sentence_index is None:
+                sentence_index = single_sentence_index(attention_mask)
+            sentences, sentence_mask = sentence_means(tokens, sentence_index, self.sentence_slots)
+            global_vector = self.sentence_pool(sentences, sentence_mask)
+        return TextOutput(global_vector=global_vector, tokens=tokens, cls_attention=cls_attention)
+
+
+def single_sentence_index(attention_mask: Tensor) -> Tensor:
+    """(B, L) sentence index 0 on every real token except the first ([CLS]) and last ([SEP])."""
+    real = attention_mask.bool()
+    last = real.long().sum(1, keepdim=True) - 1
+    positions = torch.arange(real.shape[1], device=real.device)[None]
+    inside = real & (positions > 0) & (positions < last)
+    return torch.where(inside, 0, -1)
+
+
+def sentence_means(tokens: Tensor, sentence_index: Tensor, slots: int) -> tuple[Tensor, Tensor]:
+    """Mean token state per sentence (PRIOR's sentence features): (B, L, D) tokens and (B, L)
+    sentence index (-1 off-sentence) → (B, S, D) means and (B, S) bool mask of real sentences.
+    One scatter-add for the whole batch; sentences past ``slots`` are dropped."""
+    batch, _, width = tokens.shape
+    slot = torch.where((sentence_index >= 0) & (sentence_index < slots), sentence_index, slots)
+    sums = tokens.new_zeros(batch, slots + 1, width)
+    sums.scatter_add_(1, slot[..., None].expand(-1, -1, width), tokens)
+    counts = tokens.new_zeros(batch, slots + 1)
+    counts.scatter_add_(1, slot, torch.ones_like(slot, dtype=tokens.dtype))
+    counts = counts[:, :slots]
+    return sums[:, :slots] / counts.clamp(min=1)[..., None], counts > 0
+
+
+class SentenceAttentionPool(nn.Module):
+    """PRIOR's report vector: multi-head attention over [mean; sentences] read at the mean
+    (CLIP's attention pool over sentences instead of pixels; no position embedding, as
+    PRIOR's ``SentenceAttentionPool(pos_embed=False)``). Padded sentences are masked."""
+
+    def __init__(self, width: int, num_heads: int = 8):
+        super().__init__()
+        heads = num_heads if width % num_heads == 0 else 1
+        self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
+
+    def forward(self, sentences: Tensor, mask: Tensor) -> Tensor:
+        """sentences (B, S, D), mask (B, S) bool → (B, D)."""
+        weights = mask.to(sentences.dtype)[..., None]
+        mean = (sentences * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True).clamp(min=1)
+        keys = torch.cat([mean, sentences], dim=1)
+        padding = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
+        pooled, _ = self.attention(mean, keys, keys, key_padding_mask=padding, need_weights=False)
+        return pooled[:, 0]
 
 
 def merge_words(values: Tensor, word_index: Tensor, num_words: int) -> Tensor:

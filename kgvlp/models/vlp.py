@@ -50,7 +50,8 @@ def probe_dims(image_encoder: nn.Module, text_encoder: TextEncoder, image_size: 
     image_encoder.train(was_training)
     return ModelDims(image_width=out.global_vector.shape[-1], image_token_width=out.tokens.shape[-1],
                      text_width=text_encoder.width, num_image_tokens=out.tokens.shape[1],
-                     max_length=max_length)
+                     max_length=max_length, image_size=image_size,
+                     sentence_slots=text_encoder.sentence_slots)
 
 
 class VLPModel(nn.Module):
@@ -129,7 +130,7 @@ class VLPModel(nn.Module):
             features.image_tokens = image.tokens
             features.patch_weights = image.patch_weights
         if needs & TEXT_NEEDS:
-            text = self.text_encoder(batch.input_ids, batch.attention_mask)
+            text = self.text_encoder(batch.input_ids, batch.attention_mask, batch.sentence_index)
             features.text_global = text.global_vector
             features.text_tokens = text.tokens
             features.attention_mask = batch.attention_mask.bool()

@@ -35,6 +35,8 @@ class ModelDims:
     num_image_tokens: int      # P
     max_length: int            # L; word slots W = L - 2
     embed_dim: int = 128       # shared projection width
+    image_size: int = 224      # input side in pixels (decoders that reconstruct the image)
+    sentence_slots: int = 32   # S: sentences per report in sentence features
 
     @property
     def word_slots(self) -> int:
