@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from kgvlp.modules.divergence import DivergenceEncoders
 from kgvlp.modules.knowledge_bank import KnowledgeBank
+from kgvlp.modules.masked_view import MaskedViewService
+from kgvlp.modules.sentence_bank import SentenceBank
 from kgvlp.modules.service import Service
 
 SERVICES: dict[str, type[Service]] = {
     "divergence": DivergenceEncoders,
     "knowledge_bank": KnowledgeBank,
+    "sentence_bank": SentenceBank,
+    "masked_view": MaskedViewService,
 }
 
 

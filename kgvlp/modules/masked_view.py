@@ -1,0 +1,76 @@
+"""The MAE-style masked view of each image (provides ``Need.MASKED_IMAGE``).
+
+Once per step a random share of the patches of every image is hidden (MAE: per-sample
+random shuffle, keep the first ``1 − mask_ratio``), and the online ViT encodes the visible
+patches only (with their position embeddings and [CLS]), as MAE's encoder does
+(He et al., CVPR 2022, ``models_mae.py: random_masking``). The mask comes from the torch
+RNG, which the engine checkpoints, so a resumed run draws the same masks.
+
+ViT encoders only: a CNN cannot skip hidden patches; PRIOR's ResNet reconstruction uses
+``masked_reconstruction.mode: feature_dropout`` instead, which needs no masked view.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from kgvlp.models.features import Features, Need
+from kgvlp.models.image import ViTEncoder
+from kgvlp.modules.service import Service, ServiceConfig
+
+
+@dataclass
+class MaskedViewConfig(ServiceConfig):
+    mask_ratio: float = 0.75       # MAE's default share of hidden patches
+
+
+@dataclass
+class MaskedView:
+    """tokens: (B, V, D) encoder output on the V visible patches (no [CLS]), in kept order;
+    keep_index: (B, V) long patch positions of those tokens; hidden: (B, P) bool, True on
+    hidden patches; grid: patches per side; patch_size: pixels per patch side."""
+    tokens: Tensor
+    keep_index: Tensor
+    hidden: Tensor
+    grid: int
+    patch_size: int
+
+
+class MaskedViewService(Service):
+    Config = MaskedViewConfig
+    provides = Need.MASKED_IMAGE
+    requires = frozenset()
+
+    def __init__(self, cfg: MaskedViewConfig, model: nn.Module):
+        super().__init__(cfg, model)
+        if not isinstance(model.image_encoder, ViTEncoder):
+            raise ValueError("the masked image view (masked_reconstruction.mode: patch_mask) runs a ViT on "
+                             f"visible patches only; model.image.name={model.model_cfg.image.name!r} is a CNN: "
+                             "use masked_reconstruction.mode: feature_dropout (PRIOR's) instead")
+        if not 0.0 < cfg.mask_ratio < 1.0:
+            raise ValueError(f"model.services.masked_view.mask_ratio must be in (0, 1), got {cfg.mask_ratio}")
+
+    def provide(self, model, batch, features: Features) -> MaskedView:
+        encoder = model.image_encoder
+        vit = encoder.backbone
+        patches = vit.patch_embed(batch.images)                       # (B, P, D)
+        batch_size, num_patches, width = patches.shape
+        keep = max(1, int(round(num_patches * (1 - self.cfg.mask_ratio))))
+        noise = torch.rand(batch_size, num_patches, device=patches.device)
+        keep_index = noise.argsort(dim=1)[:, :keep]                   # (B, V)
+        hidden = torch.ones(batch_size, num_patches, dtype=torch.bool, device=patches.device)
+        hidden.scatter_(1, keep_index, False)
+        x = vit._pos_embed(patches)                                   # prefix tokens + positions
+        prefix = vit.num_prefix_tokens
+        visible = torch.gather(x[:, prefix:], 1, keep_index[..., None].expand(-1, -1, width))
+        x = vit.norm_pre(torch.cat([x[:, :prefix], visible], dim=1))
+        for block in vit.blocks:
+            x = block(x)
+        tokens = vit.norm(x)[:, prefix:]
+        if getattr(encoder, "token_projection", None) is not None:
+            tokens = encoder.token_projection(tokens)
+        grid = int(round(num_patches ** 0.5))
+        return MaskedView(tokens=tokens, keep_index=keep_index, hidden=hidden, grid=grid,
+                          patch_size=batch.images.shape[-1] // grid)

@@ -1,0 +1,147 @@
+"""PRIOR's sentence prototype memory bank as a service (provides ``Need.PROTOTYPE_BANK``).
+
+PRIOR (Cheng et al., ICCV 2023, §3.3; official ``modules/spb.py``): K learned prototypes
+(``nn.Embedding(K, D)``, K = 512, D = 768). A sentence feature s is scored against every
+prototype with an unnormalised dot product, z = s·Pᵀ; a soft Gumbel-softmax sample
+a = softmax((z + g)/τ), τ = 0.9, mixes the prototypes into ŝ = a·P. The bank's own loss
+(``sentence_prototypes``) is |ŝ − s|₁; the generation objective reads the same bank.
+
+The sentence features are the means of the text tokens of each sentence
+(``kgvlp.models.text.sentence_means``: with ``model.text.projection_dim`` these are
+PRIOR's projected tokens). They and one Gumbel sample per step are computed here once, so
+every objective reading the bank sees the same draw.
+
+State besides the prototypes, all buffers (checkpointed): ``usage`` (K,) running share of
+sentences assigned (argmax) to each prototype, and ``idle_steps`` (K,) optimizer steps
+since a prototype was last assigned. Counts are summed over ranks in ``after_step``. With
+``reinit_dead: true`` a prototype idle for ``dead_after`` steps is re-drawn from a random
+current sentence feature (same draw on every rank), off by default (PRIOR has no re-init).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kgvlp.models.features import Features, Need
+from kgvlp.models.text import sentence_means
+from kgvlp.modules.distributed import all_reduce_sum, at_least_fp32, gather_no_grad, modifiable
+from kgvlp.modules.service import Service, ServiceConfig
+
+
+@dataclass
+class SentenceBankConfig(ServiceConfig):
+    size: int = 512                # K: PRIOR paper + code (spb_k)
+    temperature: float = 0.9       # Gumbel-softmax τ: code SPB(temp=0.9), temp_decay: fixed
+    usage_momentum: float = 0.99   # ours: running share of assignments per prototype
+    dead_after: int = 100          # ours: a prototype unassigned this many steps counts as dead
+    reinit_dead: bool = False      # ours: re-draw dead prototypes from sentence features
+
+
+@dataclass
+class SentenceBankView:
+    """One step's reading of the bank (B reports, S sentence slots, K prototypes, D width).
+
+    sentences:  (B, S, D) sentence features (mean of each sentence's tokens), 0 on padding
+    mask:       (B, S) bool, a real sentence
+    logits:     (B, S, K) s·Pᵀ, unnormalised (PRIOR's ``dist``)
+    assignment: (B, S, K) soft Gumbel-softmax weights (one draw per step)
+    prototypes: (B, S, D) assignment·P, the soft prototype of each sentence
+    bank:       (K, D) the prototype rows (the parameter itself: gradients reach it)
+    usage / idle_steps: (K,) the service's buffers (no gradient)
+    mix:  (…, D) → (…, D) a fresh Gumbel-soft mixture of prototypes for any features
+    pool: (B, S, D), (B, S) → (B, D) the report pooling of the text encoder (its sentence
+          attention pool, or a masked mean when the encoder pools [CLS])
+    """
+    sentences: Tensor
+    mask: Tensor
+    logits: Tensor
+    assignment: Tensor
+    prototypes: Tensor
+    bank: Tensor
+    usage: Tensor
+    idle_steps: Tensor
+    mix: Callable[[Tensor], Tensor]
+    pool: Callable[[Tensor, Tensor], Tensor]
+
+
+def masked_mean(sentences: Tensor, mask: Tensor) -> Tensor:
+    weights = mask.to(sentences.dtype)[..., None]
+    return (sentences * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+class SentenceBank(Service):
+    Config = SentenceBankConfig
+    provides = Need.PROTOTYPE_BANK
+    requires = frozenset({Need.TEXT_TOKENS})
+
+    def __init__(self, cfg: SentenceBankConfig, model: nn.Module):
+        super().__init__(cfg, model)
+        self.slots = model.dims.sentence_slots
+        self.prototypes = nn.Embedding(cfg.size, model.dims.text_width)   # N(0, 1), as PRIOR
+        self.register_buffer("usage", torch.full((cfg.size,), 1.0 / cfg.size))
+        self.register_buffer("idle_steps", torch.zeros(cfg.size, dtype=torch.long))
+        self._counts: Tensor | None = None
+        self._sentences: tuple[Tensor, Tensor] | None = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "prototypes.weight"
+        if key in state_dict and state_dict[key].shape != self.prototypes.weight.shape:
+            raise ValueError(f"sentence bank: the checkpoint's bank {key} has shape "
+                             f"{tuple(state_dict[key].shape)} (size × width) but this model's is "
+                             f"{tuple(self.prototypes.weight.shape)}; set model.services.sentence_bank.size "
+                             f"to {state_dict[key].shape[0]}")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def mix(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(…, D) → logits (…, K), soft assignment (…, K), mixture (…, D)."""
+        bank = self.prototypes.weight
+        logits = features @ bank.t()
+        assignment = F.gumbel_softmax(at_least_fp32(logits), tau=self.cfg.temperature, hard=False, dim=-1)
+        return logits, assignment, assignment.to(bank.dtype) @ bank
+
+    def provide(self, model, batch, features: Features) -> SentenceBankView:
+        sentences, mask = sentence_means(features.text_tokens, features.token_sentence_index, self.slots)
+        logits, assignment, prototypes = self.mix(sentences)
+        if self.training:
+            self._stage(assignment.detach(), mask, sentences.detach())
+        pool = model.text_encoder.sentence_pool or masked_mean
+        return SentenceBankView(sentences=sentences, mask=mask, logits=logits, assignment=assignment,
+                                prototypes=prototypes, bank=self.prototypes.weight, usage=self.usage,
+                                idle_steps=self.idle_steps, mix=lambda x: self.mix(x)[2], pool=pool)
+
+    def _stage(self, assignment: Tensor, mask: Tensor, sentences: Tensor) -> None:
+        """Count this micro-batch's argmax assignments (summed over accumulation steps)."""
+        chosen = assignment.argmax(-1)[mask]
+        counts = torch.bincount(chosen, minlength=self.cfg.size).to(self.usage.dtype)
+        self._counts = counts if self._counts is None else self._counts + counts
+        self._sentences = (sentences, mask)
+
+    @torch.no_grad()
+    def after_step(self, model, ctx) -> None:
+        if self._counts is None:
+            return
+        counts = all_reduce_sum(self._counts)
+        share = counts / counts.sum().clamp(min=1)
+        self.usage.lerp_(share, 1 - self.cfg.usage_momentum)
+        self.idle_steps.copy_(torch.where(counts > 0, 0, self.idle_steps + 1))
+        if self.cfg.reinit_dead:
+            self._reinit_dead(ctx.step)
+        self._counts = None
+        self._sentences = None
+
+    def _reinit_dead(self, step: int) -> None:
+        dead = (self.idle_steps >= self.cfg.dead_after).nonzero().flatten()
+        sentences, mask = (gather_no_grad(t) for t in self._sentences)
+        candidates = sentences[mask]
+        if len(dead) == 0 or len(candidates) == 0:
+            return
+        generator = torch.Generator().manual_seed(step)     # the same draw on every rank
+        picks = torch.randint(len(candidates), (len(dead),), generator=generator).to(candidates.device)
+        weight = self.prototypes.weight
+        with modifiable(weight):
+            weight.data[dead] = candidates[picks].to(weight.dtype)
+        self.idle_steps[dead] = 0
