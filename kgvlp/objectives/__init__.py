@@ -15,6 +15,11 @@ from kgvlp.objectives.itm import ITM
 from kgvlp.objectives.mlip_global import MLIPGlobal
 from kgvlp.objectives.text_swap import TextSwap
 from kgvlp.objectives.tkp_alignment import TKPAlignment
+from kgvlp.objectives.masked_reconstruction import MaskedReconstruction
+from kgvlp.objectives.prior_global import PriorGlobal
+from kgvlp.objectives.prior_local import PriorLocal
+from kgvlp.objectives.prototype_generation import PrototypeGeneration
+from kgvlp.objectives.sentence_prototypes import SentencePrototypes
 
 REGISTRY: dict[str, type[Objective]] = {
     "ita": ITA,
@@ -25,6 +30,11 @@ REGISTRY: dict[str, type[Objective]] = {
     "category_contrast": CategoryContrast,
     "itm": ITM,
     "text_swap": TextSwap,
+    "prior_global": PriorGlobal,
+    "prior_local": PriorLocal,
+    "sentence_prototypes": SentencePrototypes,
+    "masked_reconstruction": MaskedReconstruction,
+    "prototype_generation": PrototypeGeneration,
 }
 
 __all__ = ["REGISTRY", "ModelDims", "Objective", "ObjectiveConfig", "ObjectiveOutput", "StepContext"]

@@ -1,0 +1,146 @@
+"""PRIOR's sentence prototype generation (Cheng et al., ICCV 2023, §3.4; official
+``models/prior.py: recon_report, spg_loss`` and ``decoders/sentence.py``).
+
+Q = 16 learned queries go through an 8-layer transformer decoder that cross-attends the
+image tokens and become generated prototypes g₁…g_Q. Each report's targets are the bank's
+soft prototypes ŝ₁…ŝ_n of its first n ≤ Q sentences. Hungarian matching with cost
+C_ij = |g_i − ŝ_j|₁ pairs every target with one query (σ); then
+  L_l1  = mean |g_σ(j) − ŝ_j|₁ over the real targets (padded slots excluded),
+  L_kl  = KL(softmax(s_j·Pᵀ) ‖ softmax(g_σ(j)·Pᵀ)) (code: F.kl_div(…, batchmean)), the
+          assignment distribution of the sentence (target, detached) against that of its
+          generated prototype,
+  L_gpa = CLIP InfoNCE between the report vector t and the pooled generated prototypes
+          pool(mix(g_σ)) (the matched outputs passed through the bank again, then the
+          text encoder's sentence pooling), over the global batch.
+Matching: the batch's cost matrices are copied to the host once per step (one transfer)
+and solved there with scipy's ``linear_sum_assignment``, one sample at a time.
+
+``official_quirks`` reproduces the code: a causal mask in the decoder (``is_decoder=True``),
+padded all-zero target slots inside the cost and the L1, the permutation applied inverted
+(``logit[inds[1]]``), and the KL target not detached.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from kgvlp.models.features import Need
+from kgvlp.modules.distributed import at_least_fp32
+from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
+from kgvlp.objectives.prior_common import LogitScale, clip_loss
+
+
+@dataclass
+class PrototypeGenerationConfig(ObjectiveConfig):
+    num_queries: int = 16          # Q: code num_queries 16; reports are cut to Q sentences
+    num_layers: int = 8            # code: CrossModalityBertDecoder, 8 BERT layers
+    num_heads: int = 12            # code: Bio_ClinicalBERT's 12 heads
+    ffn_ratio: float = 4.0         # code: BERT intermediate 3072 = 4 × 768
+    dropout: float = 0.1           # code: BERT hidden/attention dropout 0.1
+    l1_weight: float = 1.0         # code: spg_loss × λ_proto (10) — give the objective weight 10
+    kl_weight: float = 0.1         # code: kl_loss × 1 → 0.1 under the objective's weight 10
+    contrast_weight: float = 0.1   # code: gpa_loss × 1 → 0.1 under the objective's weight 10
+    temperature: float = 0.01      # initial τ of L_gpa (code: shares prior_global's scale, 1/0.01)
+    max_scale: float = 100.0       # CLIP's clamp; official_quirks: no clamp
+    gather: bool = True            # L_gpa negatives from all ranks (code: SyncFunction)
+    official_quirks: bool = False
+
+
+def causal_mask(size: int, device) -> Tensor:
+    return torch.triu(torch.ones(size, size, dtype=torch.bool, device=device), diagonal=1)
+
+
+def hungarian(cost: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per sample, the query matched to each target slot: (B, Q, S) cost on the host,
+    (B, S) bool valid targets → (B, S) query index (-1 on invalid slots). Padded slots take
+    no part in the assignment."""
+    batch, _, slots = cost.shape
+    matched = np.full((batch, slots), -1, dtype=np.int64)
+    for b in range(batch):
+        columns = np.flatnonzero(valid[b])
+        if len(columns) == 0:
+            continue
+        rows, cols = linear_sum_assignment(cost[b][:, columns])
+        matched[b, columns[cols]] = rows
+    return matched
+
+
+class PrototypeGeneration(Objective):
+    Config = PrototypeGenerationConfig
+    requires = frozenset({Need.IMAGE_TOKENS, Need.TEXT_GLOBAL, Need.PROTOTYPE_BANK})
+
+    def __init__(self, cfg: PrototypeGenerationConfig, dims):
+        super().__init__(cfg, dims)
+        width = dims.text_width
+        if dims.image_token_width != width:
+            raise ValueError(f"prototype_generation decodes image tokens into the text width: got "
+                             f"{dims.image_token_width} and {width}; set model.image.projection_dim = "
+                             f"model.text.projection_dim (PRIOR: 768)")
+        self.queries = nn.Parameter(torch.randn(1, cfg.num_queries, width))   # code: torch.randn
+        layer = nn.TransformerDecoderLayer(width, cfg.num_heads, int(cfg.ffn_ratio * width), dropout=cfg.dropout,
+                                           batch_first=True, activation="gelu")  # post-norm, as BERT
+        self.decoder = nn.TransformerDecoder(layer, cfg.num_layers)
+        self.logit_scale = LogitScale(cfg.temperature, None if cfg.official_quirks else cfg.max_scale)
+        self.fixed_assignment: np.ndarray | None = None   # tests/parity: (B, S) query per slot
+
+    def generate(self, image_tokens: Tensor) -> Tensor:
+        """(B, P, D) image tokens → (B, Q, D) generated prototypes."""
+        queries = self.queries.expand(image_tokens.shape[0], -1, -1)
+        mask = causal_mask(queries.shape[1], queries.device) if self.cfg.official_quirks else None
+        return self.decoder(queries, image_tokens, tgt_mask=mask)
+
+    def match(self, generated: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
+        """(B, S) long index of the generated prototype paired with each target slot."""
+        if self.fixed_assignment is not None:
+            return torch.as_tensor(self.fixed_assignment, device=generated.device)
+        cost = torch.cdist(at_least_fp32(generated.detach()), at_least_fp32(targets.detach()), p=1)
+        cost, valid_host = cost.cpu().numpy(), valid.cpu().numpy()    # the one host transfer
+        if self.cfg.official_quirks:   # padded zero slots compete; code's inverted permutation
+            matched = np.stack([linear_sum_assignment(c)[1] for c in cost])
+            return torch.as_tensor(matched, device=generated.device)
+        return torch.as_tensor(hungarian(cost, valid_host), device=generated.device)
+
+    def forward(self, features, batch, ctx):
+        view = features.extras[Need.PROTOTYPE_BANK.value]
+        slots = self.cfg.num_queries
+        targets, valid = view.prototypes[:, :slots], view.mask[:, :slots]       # code: cut to Q
+        sentences = view.sentences[:, :slots]
+        if targets.shape[1] < slots:                                            # pad to Q slots
+            pad = slots - targets.shape[1]
+            targets, sentences = F.pad(targets, (0, 0, 0, pad)), F.pad(sentences, (0, 0, 0, pad))
+            valid = F.pad(valid, (0, pad))
+        targets = targets * valid[..., None].to(targets.dtype)                  # padded slots are 0
+        generated = self.generate(features.image_tokens)
+        index = self.match(generated, targets, valid)                           # (B, S)
+        paired = torch.gather(generated, 1, index.clamp(min=0)[..., None].expand(-1, -1, generated.shape[-1]))
+        l1 = self._l1(paired, targets, valid)
+        kl = self._kl(paired, sentences, valid, view.bank)
+        pooled = view.pool(view.mix(paired), valid)
+        scale = self.logit_scale()
+        gpa = clip_loss(pooled, features.text_global, scale, self.cfg.gather)
+        cfg = self.cfg
+        return ObjectiveOutput(terms={"l1": cfg.l1_weight * l1, "kl": cfg.kl_weight * kl,
+                                      "contrast": cfg.contrast_weight * gpa},
+                               metrics={"l1_raw": l1.detach(), "kl_raw": kl.detach(), "contrast_raw": gpa.detach()})
+
+    def _l1(self, paired: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
+        if self.cfg.official_quirks:   # code: F.l1_loss over all Q slots per report, ÷ B
+            return (paired - targets).abs().mean()
+        error = (paired - targets).abs().mean(-1)
+        return (error * valid).sum() / valid.sum().clamp(min=1)
+
+    def _kl(self, paired: Tensor, sentences: Tensor, valid: Tensor, bank: Tensor) -> Tensor:
+        """KL(target ‖ generated) summed over prototypes, mean over the real sentences."""
+        target = at_least_fp32(sentences[valid] @ bank.t()).log_softmax(-1)
+        if not self.cfg.official_quirks:
+            target = target.detach()
+        generated = at_least_fp32(paired[valid] @ bank.t()).log_softmax(-1)
+        return F.kl_div(generated, target, reduction="batchmean", log_target=True)
+
+    def after_step(self, ctx) -> None:
+        self.logit_scale.clamp()
