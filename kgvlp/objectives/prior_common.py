@@ -19,11 +19,12 @@ class LogitScale(nn.Module):
 
     def __init__(self, init_temperature: float, maximum: float | None = 100.0):
         super().__init__()
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+        # shape (1,): DeepSpeed's broadcast of parameters cannot take 0-dim tensors
+        self.log_scale = nn.Parameter(torch.full((1,), math.log(1.0 / init_temperature)))
         self.maximum = maximum
 
     def forward(self) -> Tensor:
-        return self.log_scale.exp()
+        return self.log_scale.exp()[0]
 
     @torch.no_grad()
     def clamp(self) -> None:

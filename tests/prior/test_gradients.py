@@ -1,0 +1,77 @@
+"""Every PRIOR term is finite and its gradient reaches exactly the modules it should."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kgvlp.objectives.base import StepContext
+from prior.helpers import make_prior_model, prior_batch
+
+STAGE3 = StepContext(step=5, stage="stage3")
+
+
+def gradient_groups(model) -> dict[str, bool]:
+    groups = {"image_encoder": model.image_encoder, "text_encoder": model.text_encoder,
+              "bank": model.services["sentence_bank"]}
+    groups.update({n: m for n, m in model.objectives.objectives.items() if any(True for _ in m.parameters())})
+    return {name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+            for name, module in groups.items()}
+
+
+def backward_through(model, batch, name, ctx=STAGE3):
+    features = model.encode(batch)
+    out = model.objectives.objectives[name](features, batch, ctx)
+    loss = sum(out.terms.values())
+    loss.backward()
+    return out
+
+
+@pytest.fixture(scope="module")
+def resnet_batch(tokenizer, reports):
+    return prior_batch(tokenizer, reports)
+
+
+NONE = {"image_encoder": False, "text_encoder": False, "bank": False, "prior_global": False,
+        "prior_local": False, "masked_reconstruction": False, "prototype_generation": False}
+EXPECTED = {
+    "prior_global": {"image_encoder": True, "text_encoder": True, "prior_global": True},
+    "prior_local": {"image_encoder": True, "text_encoder": True, "prior_local": True},
+    "sentence_prototypes": {"text_encoder": True, "bank": True},
+    "masked_reconstruction": {"image_encoder": True, "text_encoder": True, "masked_reconstruction": True},
+    "prototype_generation": {"image_encoder": True, "text_encoder": True, "bank": True,
+                             "prototype_generation": True},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_term_is_finite_and_trains_exactly_its_modules(name, resnet_batch):
+    model = make_prior_model()
+
+    out = backward_through(model, resnet_batch, name)
+
+    assert out.terms and all(torch.isfinite(v) for v in out.terms.values())
+    assert gradient_groups(model) == {**NONE, **EXPECTED[name]}
+
+
+def test_in_prototype_stages_the_alignment_trains_the_bank_too(resnet_batch):
+    model = make_prior_model(prior_local={"prototype_stages": ["stage2", "stage3"]})
+
+    backward_through(model, resnet_batch, "prior_local", StepContext(step=3, stage="stage2"))
+
+    assert gradient_groups(model)["bank"]
+
+
+def test_patch_mask_reconstruction_on_a_vit_trains_the_encoders_and_its_decoder_only(tokenizer, reports):
+    model = make_prior_model("vit_test", mode="patch_mask")
+    batch = prior_batch(tokenizer, reports)
+
+    out = backward_through(model, batch, "masked_reconstruction")
+
+    assert set(out.terms) == {"patches"} and torch.isfinite(out.terms["patches"])
+    assert gradient_groups(model) == {**NONE, "image_encoder": True, "text_encoder": True,
+                                      "masked_reconstruction": True}
+
+
+def test_patch_mask_on_a_cnn_fails_naming_feature_dropout():
+    with pytest.raises(ValueError, match="feature_dropout"):
+        make_prior_model("resnet_test", mode="patch_mask")
