@@ -1,0 +1,123 @@
+"""``official_quirks: true`` differs from the default exactly where docs/prior.md says."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kgvlp.config.schema import ImageEncoderConfig
+from kgvlp.models.features import Features
+from kgvlp.models.image import build_image_encoder
+from kgvlp.objectives.base import StepContext
+from kgvlp.objectives.masked_reconstruction import tokens_to_map
+from kgvlp.objectives.prior_global import PriorGlobal, PriorGlobalConfig
+from kgvlp.objectives.prior_local import PriorLocal, PriorLocalConfig
+from kgvlp.objectives.prototype_generation import PrototypeGeneration, PrototypeGenerationConfig
+from prior.helpers import bank_view, dims
+
+CTX = StepContext(step=0)
+
+
+@pytest.mark.parametrize("cls,config", [(PriorGlobal, PriorGlobalConfig), (PriorLocal, PriorLocalConfig)])
+def test_only_the_default_clamps_the_learned_scale_at_100(cls, config):
+    default, quirk = cls(config(), dims()), cls(config(official_quirks=True), dims())
+    for objective in (default, quirk):
+        objective.logit_scale.log_scale.data.fill_(math.log(500.0))
+        objective.after_step(CTX)
+
+    assert default.logit_scale().item() == pytest.approx(100.0, rel=1e-5)
+    assert quirk.logit_scale().item() == pytest.approx(500.0, rel=1e-5)
+
+
+def test_the_quirk_token_layout_is_the_views_reinterpretation_of_the_map():
+    torch.manual_seed(0)
+    default = build_image_encoder(ImageEncoderConfig(name="resnet_test", image_size=64, resnet_local_layer="layer4"))
+    quirk = build_image_encoder(ImageEncoderConfig(name="resnet_test", image_size=64, resnet_local_layer="layer4",
+                                                   resnet_token_layout="official_view"))
+    quirk.load_state_dict(default.state_dict())
+    default.eval(), quirk.eval()
+    images = torch.randn(2, 1, 64, 64)
+
+    tokens, scrambled = default(images).tokens, quirk(images).tokens
+
+    feature_map = tokens_to_map(tokens, 2, official_view=False)               # back to (B, C, 2, 2)
+    torch.testing.assert_close(scrambled, feature_map.reshape(2, 4, -1))
+    assert not torch.allclose(scrambled, tokens)
+
+
+def test_the_decoder_side_quirk_views_tokens_as_a_map_without_permuting():
+    tokens = torch.arange(8.0).reshape(1, 4, 2)
+
+    assert tokens_to_map(tokens, 2, official_view=True)[0, 0].tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    assert tokens_to_map(tokens, 2, official_view=False)[0, 0].tolist() == [[0.0, 2.0], [4.0, 6.0]]
+
+
+def make_generation(quirks: bool) -> PrototypeGeneration:
+    torch.manual_seed(0)
+    return PrototypeGeneration(PrototypeGenerationConfig(num_queries=3, num_layers=1, num_heads=1, dropout=0.0,
+                                                         official_quirks=quirks), dims(4)).eval()
+
+
+def test_the_quirk_decoder_is_causal_so_the_first_query_ignores_the_others():
+    default, quirk = make_generation(False), make_generation(True)
+    tokens = torch.randn(1, 4, 4)
+    for objective in (default, quirk):
+        first = objective.generate(tokens)[0, 0].clone()
+        objective.queries.data[0, 1:] += 1.0
+        objective.first_changed = not torch.allclose(objective.generate(tokens)[0, 0], first)
+
+    assert default.first_changed and not quirk.first_changed
+
+
+def generation_case(quirks: bool):
+    """Report 0 with 2 of 3 slots real; generated prototypes = the targets in order (1, 2, 0)."""
+    objective = make_generation(quirks)
+    bank = torch.randn(5, 4, generator=torch.Generator().manual_seed(3))
+    sentences = torch.randn(1, 3, 4, generator=torch.Generator().manual_seed(4))
+    mask = torch.tensor([[True, True, False]])
+    sentences = (sentences * mask[..., None]).requires_grad_(True)
+    view = bank_view(sentences, mask, bank, prototypes=sentences * 1.0)
+    targets = (sentences * mask[..., None]).detach()
+    generated = targets[:, [1, 2, 0]] + 0.001                      # query q makes target order[q]
+    objective.generate = lambda tokens: generated
+    features = Features(image_tokens=torch.zeros(1, 4, 4), text_global=torch.randn(1, 4),
+                        extras={"prototype_bank": view})
+    return objective, features, sentences, generated, targets
+
+
+def test_default_matching_pairs_each_real_target_with_its_generated_prototype():
+    objective, features, _, generated, targets = generation_case(False)
+
+    out = objective(features, None, CTX)
+
+    assert out.metrics["l1_raw"].item() == pytest.approx(0.001, abs=1e-6)
+
+
+def test_quirk_inverts_the_permutation_and_counts_padded_slots_in_the_l1():
+    objective, features, _, generated, targets = generation_case(True)
+
+    out = objective(features, None, CTX)
+
+    # code: cost over all 3 slots (padded slot = 0), pairs = generated[col_ind] (inverted)
+    cost = torch.cdist(generated[0], targets[0], p=1).numpy()
+    from scipy.optimize import linear_sum_assignment
+    col = linear_sum_assignment(cost)[1]
+    expected = (generated[0, col] - targets[0]).abs().mean()
+    assert col.tolist() == [1, 2, 0]     # query q ↔ target col[q]; the right pairs are generated[argsort(col)]
+    assert out.metrics["l1_raw"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.metrics["l1_raw"].item() > 0.1
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+def test_only_the_quirk_kl_trains_the_side_that_made_its_target(quirks):
+    objective, features, sentences, _, _ = generation_case(quirks)
+    objective.fixed_assignment = np.array([[2, 0, -1]])
+
+    kl = objective(features, None, CTX).terms["kl"]
+
+    assert kl.requires_grad == quirks            # the generated side is a constant here
+    if quirks:
+        kl.backward()
+        assert sentences.grad.abs().sum() > 0
