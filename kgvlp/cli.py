@@ -27,6 +27,9 @@ def _train(args) -> int:
         if experiment.config.eval.at_end:
             from kgvlp.eval import run_suite_for_run
             run_suite_for_run(result.run_dir, experiment.config.eval)
+            summary = result.run_dir / experiment.config.eval.out_subdir / "summary.md"
+            if summary.is_file():
+                print(f"\nevaluation ({summary}):\n{summary.read_text()}")
     return 0
 
 
