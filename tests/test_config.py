@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IMAGE_SIZE, MAX_LENGTH
+from kgvlp_tiny import IMAGE_SIZE, MAX_LENGTH
 from kgvlp.config import ConfigError, load_experiment, save_resolved
 from kgvlp.models.vlp import VLPModel
 from kgvlp.objectives import REGISTRY

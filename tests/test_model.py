@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import IMAGE_SIZE, make_batch, make_model
+from kgvlp_tiny import IMAGE_SIZE, make_batch, make_model
 from kgvlp.config.schema import ImageEncoderConfig
 from kgvlp.data.text import tokenize_reports
 from kgvlp.models.features import Need

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import two_ranks
-from conftest import make_batch, make_model
+from kgvlp_tiny import make_batch, make_model
 from kgvlp.models.features import Features
 from kgvlp.objectives.base import ModelDims, StepContext
 from kgvlp.objectives.cpa import CPA, CPAConfig, sinkhorn

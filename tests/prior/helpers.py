@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from conftest import make_batch
+from kgvlp_tiny import make_batch
 from kgvlp.config.schema import ImageEncoderConfig, ModelConfig, TextEncoderConfig
 from kgvlp.models.vlp import VLPModel
 from kgvlp.modules.registry import SERVICES
