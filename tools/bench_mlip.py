@@ -1,8 +1,9 @@
-"""MLIP stack vs MGCA stack: training pairs/s measured side by side in one process.
+"""MLIP stack vs MGCA stack: training pairs/s measured side by side in one process,
+steps interleaved across stacks so they share whatever load the machine has.
 
     python tools/bench_mlip.py [--steps 8] [--warmup 2] [--device cpu|cuda] [key=value ...]
 
-Both stacks train on the same pre-collated SynthCXR batch (with its linked concepts and a
+All stacks train on the same pre-collated SynthCXR batch (with its linked concepts and a
 second view), through the same DeepSpeed backend as ``kgvlp train``; each phase is timed
 with device syncs. Stacks: demo.yaml (MGCA: ITA+CTA+CPA), mlip_demo.yaml (MLIP's five
 objectives) and MGCA + MLIP; overrides apply to all three. A benchmark, not a test.
@@ -24,7 +25,8 @@ STACKS = {
 ENTITY_DATA = ["data.entities=ground_truth", "data.second_view=true"]
 
 
-def bench(path, overrides, steps, warmup):
+def build(path, overrides):
+    """(step function, batch size) of one stack: model, DeepSpeed engine, one fixed batch."""
     from kgvlp.config import load_experiment
     from kgvlp.data import build_pretrain_dataset
     from kgvlp.data.collate import Collator
@@ -44,9 +46,9 @@ def bench(path, overrides, steps, warmup):
     batch = Collator(load_tokenizer(cfg.model.text), cfg.model.text.max_length)(
         [dataset[i] for i in range(cfg.data.batch_size)])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    elapsed = 0.0
-    for step in range(warmup + steps):
-        ctx = StepContext(step=step + 100, epoch=2.0, steps_per_epoch=50, max_steps=1000)
+
+    def step(index: int) -> float:
+        ctx = StepContext(step=index + 100, epoch=2.0, steps_per_epoch=50, max_steps=1000)
         sync()
         started = time.perf_counter()
         loss, _ = backend.forward(batch, ctx)
@@ -54,9 +56,8 @@ def bench(path, overrides, steps, warmup):
         if backend.step():
             backend.module.after_step(ctx)
         sync()
-        if step >= warmup:
-            elapsed += time.perf_counter() - started
-    return cfg.data.batch_size * steps / elapsed
+        return time.perf_counter() - started
+    return step, cfg.data.batch_size
 
 
 def main():
@@ -67,7 +68,14 @@ def main():
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     overrides = [f"trainer.device={args.device}", "trainer.progress=false", *args.overrides]
-    results = {name: bench(path, extra + overrides, args.steps, args.warmup) for name, (path, extra) in STACKS.items()}
+    stacks = {name: build(path, extra + overrides) for name, (path, extra) in STACKS.items()}
+    elapsed = dict.fromkeys(stacks, 0.0)
+    for index in range(args.warmup + args.steps):      # interleaved: every stack sees the same load
+        for name, (step, _) in stacks.items():
+            seconds = step(index)
+            if index >= args.warmup:
+                elapsed[name] += seconds
+    results = {name: stacks[name][1] * args.steps / elapsed[name] for name in stacks}
     base = results["mgca"]
     for name, pairs in results.items():
         print(f"{name:10s} {pairs:8.1f} pairs/s   × mgca {pairs / base:.2f}")
