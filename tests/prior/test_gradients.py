@@ -19,6 +19,7 @@ def gradient_groups(model) -> dict[str, bool]:
 
 
 def backward_through(model, batch, name, ctx=STAGE3):
+    model.zero_grad(set_to_none=True)
     features = model.encode(batch)
     out = model.objectives.objectives[name](features, batch, ctx)
     loss = sum(out.terms.values())
@@ -29,6 +30,12 @@ def backward_through(model, batch, name, ctx=STAGE3):
 @pytest.fixture(scope="module")
 def resnet_batch(tokenizer, reports):
     return prior_batch(tokenizer, reports)
+
+
+@pytest.fixture(scope="module")
+def resnet_model():
+    """One model for the routing tests (each starts from cleared gradients)."""
+    return make_prior_model()
 
 
 NONE = {"image_encoder": False, "text_encoder": False, "bank": False, "prior_global": False,
@@ -44,13 +51,11 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_each_term_is_finite_and_trains_exactly_its_modules(name, resnet_batch):
-    model = make_prior_model()
-
-    out = backward_through(model, resnet_batch, name)
+def test_each_term_is_finite_and_trains_exactly_its_modules(name, resnet_batch, resnet_model):
+    out = backward_through(resnet_model, resnet_batch, name)
 
     assert out.terms and all(torch.isfinite(v) for v in out.terms.values())
-    assert gradient_groups(model) == {**NONE, **EXPECTED[name]}
+    assert gradient_groups(resnet_model) == {**NONE, **EXPECTED[name]}
 
 
 def test_in_prototype_stages_the_alignment_trains_the_bank_too(resnet_batch):

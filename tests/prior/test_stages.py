@@ -16,11 +16,11 @@ from prior.helpers import PRIOR_OBJECTIVES
 REPORTS = [["the heart size is normal", "no focal consolidation", "no pleural effusion"],
            ["mild cardiomegaly", "small bilateral pleural effusions"],
            ["lungs are clear", "degenerative changes of the spine", "no pneumothorax", "stable mediastinum"]]
-STAGES = ["trainer.stages=[{name: stage1, steps: 2, lr: 1e-3, warmup_ratio: 0.5, "
+STAGES = ["trainer.stages=[{name: stage1, steps: 1, lr: 1e-3, warmup_ratio: 0.5, "
           "weights: {prior_global: 1, prior_local: 1}}, "
-          "{name: stage2, steps: 2, lr: 5e-4, warmup_ratio: 0.5, "
+          "{name: stage2, steps: 1, lr: 5e-4, warmup_ratio: 0.5, "
           "weights: {prior_global: 1, prior_local: 1, sentence_prototypes: 10}}, "
-          "{name: stage3, steps: 2, lr: 2e-4, warmup_ratio: 0.5, "
+          "{name: stage3, steps: 1, lr: 2e-4, warmup_ratio: 0.5, "
           "weights: {prior_global: 10, prior_local: 1, sentence_prototypes: 10, prototype_generation: 10, "
           "masked_reconstruction: 1}}]"]
 TINY = ["model.image.name=resnet_test", "model.image.image_size=64", "model.image.resnet_local_layer=layer4",
@@ -34,9 +34,9 @@ TINY = ["model.image.name=resnet_test", "model.image.image_size=64", "model.imag
         "objectives.prototype_generation.num_queries=4",
         *[f"objectives.{name}.weight=0" for name in PRIOR_OBJECTIVES],
         "data.num_workers=0", "data.batch_size=4", "trainer.log_every=1", "trainer.progress=false",
-        "trainer.min_lr=0", "trainer.checkpoint_every=3", "trainer.max_steps=6", *STAGES]
-WEIGHTS = {1: {"prior_global": 1, "prior_local": 1}, 3: {"prior_global": 1, "prior_local": 1, "sentence_prototypes": 10},
-           5: {"prior_global": 10, "prior_local": 1, "sentence_prototypes": 10, "prototype_generation": 10,
+        "trainer.min_lr=0", "trainer.checkpoint_every=1", "trainer.max_steps=3", *STAGES]
+WEIGHTS = {1: {"prior_global": 1, "prior_local": 1}, 2: {"prior_global": 1, "prior_local": 1, "sentence_prototypes": 10},
+           3: {"prior_global": 10, "prior_local": 1, "sentence_prototypes": 10, "prototype_generation": 10,
                "masked_reconstruction": 1}}
 
 
@@ -84,23 +84,21 @@ def objective_weight(row: dict, name: str) -> float:
 
 def test_stages_switch_at_their_steps_with_their_weights_and_peak_lrs(full_run):
     _, _, rows = full_run
-    # 2-step stages, warm-up 1 step: step 1 ends the warm-up at the peak, step 2 starts the cosine there
-    peaks = {1: 1e-3, 3: 5e-4, 5: 2e-4}
+    peaks = {1: 1e-3, 2: 5e-4, 3: 2e-4}    # 1-step stages: the one warm-up step reaches the peak
 
+    assert sorted(rows) == [1, 2, 3]
     for step, row in rows.items():
-        first = step - (step - 1) % 2
         for name in PRIOR_OBJECTIVES:
-            assert objective_weight(row, name) == pytest.approx(WEIGHTS[first].get(name, 0.0), rel=1e-4), (step, name)
-    for first, peak in peaks.items():
-        assert rows[first]["lr"] == pytest.approx(peak) and rows[first + 1]["lr"] == pytest.approx(peak)
+            assert objective_weight(row, name) == pytest.approx(WEIGHTS[step].get(name, 0.0), rel=1e-4), (step, name)
+        assert row["lr"] == pytest.approx(peaks[step])
 
 
-def test_kill_and_resume_mid_stage_two_gives_the_same_losses(full_run, tmp_path):
+def test_kill_and_resume_across_the_stage_switches_gives_the_same_losses(full_run, tmp_path):
     _, _, rows = full_run
-    train_killed_after(tmp_path / "killed", 3)
+    train_killed_after(tmp_path / "killed", 1)
     resumed = {row["step"]: row for row in trainer(tmp_path / "killed", resume=True).train().history}
 
-    assert sorted(resumed) == [4, 5, 6]
+    assert sorted(resumed) == [2, 3]
     for step, row in resumed.items():
         for key, value in row.items():
             if key.startswith("loss/"):
