@@ -51,7 +51,8 @@ class SentenceBankView:
     assignment: (B, S, K) soft Gumbel-softmax weights (one draw per step)
     prototypes: (B, S, D) assignment·P, the soft prototype of each sentence
     bank:       (K, D) the prototype rows (the parameter itself: gradients reach it)
-    usage / idle_steps: (K,) the service's buffers (no gradient)
+    usage / idle_steps: (K,) the service's buffers (no gradient); dead_after: steps
+          unassigned after which a prototype counts as dead
     mix:  (…, D) → (…, D) a fresh Gumbel-soft mixture of prototypes for any features
     pool: (B, S, D), (B, S) → (B, D) the report pooling of the text encoder (its sentence
           attention pool, or a masked mean when the encoder pools [CLS])
@@ -64,6 +65,7 @@ class SentenceBankView:
     bank: Tensor
     usage: Tensor
     idle_steps: Tensor
+    dead_after: int
     mix: Callable[[Tensor], Tensor]
     pool: Callable[[Tensor, Tensor], Tensor]
 
@@ -111,7 +113,7 @@ class SentenceBank(Service):
         pool = model.text_encoder.sentence_pool or masked_mean
         return SentenceBankView(sentences=sentences, mask=mask, logits=logits, assignment=assignment,
                                 prototypes=prototypes, bank=self.prototypes.weight, usage=self.usage,
-                                idle_steps=self.idle_steps, mix=lambda x: self.mix(x)[2], pool=pool)
+                                idle_steps=self.idle_steps, dead_after=self.cfg.dead_after, mix=lambda x: self.mix(x)[2], pool=pool)
 
     def _stage(self, assignment: Tensor, mask: Tensor, sentences: Tensor) -> None:
         """Count this micro-batch's argmax assignments (summed over accumulation steps)."""
