@@ -48,7 +48,7 @@ def _register_optional(sub, module: str, command: str, help_text: str) -> None:
         parser = sub.add_parser(command, help=f"{help_text} (unavailable: {err})")
         parser.set_defaults(func=lambda a, e=err: sys.exit(f"kgvlp {command} is unavailable: {e}"))
         return
-    if command in ("eval", "export"):  # these add themselves to the top-level subparsers
+    if command in ("eval", "export", "ablate"):  # these add themselves to the top-level subparsers
         mod.register(sub)
     else:
         mod.register(sub.add_parser(command, help=help_text).add_subparsers(dest=f"{command}_cmd", required=True))
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_optional(sub, "kgvlp.data.cli", "data", "synthetic data, dataset preparation, previews")
     _register_optional(sub, "knowledge.cli", "knowledge", "UMLS graphs, linking, embeddings")
     _register_optional(sub, "kgvlp.export.cli", "export", "export encoders for open_clip, transformers, timm")
+    _register_optional(sub, "kgvlp.ablation.cli", "ablate", "ablation grids: train → eval per run, local/SLURM/Ray, report")
     return parser
 
 
