@@ -168,7 +168,8 @@ def run_one(grid_dir: str | Path, run_id: str, executor: str = "local") -> str:
         print(f"[kgvlp ablate] run {run_id}: done", flush=True)
         return "done"
     except (KeyboardInterrupt, SystemExit):
-        if rank0:
+        # Requeued by SLURM (SlurmRun.checkpoint set 'queued'): leave it queued.
+        if rank0 and read_status(folder).get("state") != "queued":
             update_status(folder, state="interrupted", finished=time.time())
         raise
     except Exception as err:  # noqa: BLE001 — a failed run must never stop the others

@@ -84,6 +84,8 @@ def _slurm_job_alive(job_id: str) -> bool | None:
 def effective_state(status: dict, now: float | None = None) -> str:
     """The state a run is in now: a 'running' run whose process is gone is 'interrupted'."""
     state = status.get("state", "pending")
+    if state == "interrupted" and status.get("slurm_job") and _slurm_job_alive(status["slurm_job"]):
+        return "queued"          # requeued by SLURM after a preemption or time-out
     if state not in ("running", "queued"):
         return state
     now = time.time() if now is None else now
