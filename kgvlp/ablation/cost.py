@@ -51,7 +51,7 @@ def _steps(experiment) -> int:
     return max(1, int(cfg.trainer.max_epochs * samples / (cfg.data.batch_size * cfg.trainer.grad_accum)))
 
 
-def estimate(grid: Grid, bench_steps: int = 2, warmup: int = 1) -> list[tuple[str, Estimate]]:
+def estimate(grid: Grid, bench_steps: int = 2, warmup: int = 3) -> list[tuple[str, Estimate]]:
     """(run_id, Estimate) per run; one benchmark per distinct configuration."""
     from kgvlp.bench import bench_one
     from kgvlp.config import load_experiment

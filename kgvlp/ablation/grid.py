@@ -37,7 +37,7 @@ class GridError(ConfigError):
 
 
 # Keys that do not change what a run computes: left out of the run id.
-UNHASHED_KEYS = ("name", "out_dir", "trainer.progress", "trainer.keep_checkpoints", "trainer.log_every",
+UNHASHED_KEYS = ("name", "out_dir", "data.cache_dir", "trainer.progress", "trainer.keep_checkpoints", "trainer.log_every",
                  "eval.at_end", "eval.out_subdir")
 
 

@@ -104,7 +104,7 @@ def launch(grid: Grid, grid_dir: Path | None = None, executor: str = "local", re
         console.print(f"{grid.name}: {len(todo.to_run)} of {len(grid.runs)} run(s) → {executor} executor "
                       f"(grid folder {grid_dir})", highlight=False)
         progress = ProgressView(grid_dir, todo.to_run, console) if view else None
-        with progress if progress else _Null():
+        with progress if progress else _Null(), _terminate_as_interrupt():
             if executor == "local":
                 from kgvlp.ablation.executors.local import run_local
                 outcome = run_local(grid_dir, todo.to_run, resources, progress, command=command)
@@ -121,6 +121,29 @@ def launch(grid: Grid, grid_dir: Path | None = None, executor: str = "local", re
         from kgvlp.ablation.results import collect
         collect(grid_dir)
     return {"grid_dir": grid_dir, "plan": todo, "outcome": outcome}
+
+
+class _terminate_as_interrupt:
+    """SIGTERM (a `kill`, a batch system ending the launcher) stops the runs like Ctrl-C:
+    the executor terminates its workers and they stay resumable."""
+
+    def __enter__(self):
+        import signal
+        import threading
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    def __exit__(self, *exc):
+        import signal
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
 
 
 class _Null:
