@@ -73,7 +73,7 @@ def _p(p: float) -> str:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.replace("%", "pct")).strip("_")
 
 
 def _order(frame, config_axes: list[str], meta: dict) -> list[str]:
