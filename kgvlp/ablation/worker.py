@@ -12,6 +12,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m kgvlp.ablation.worker GRID_DIR RUN_ID [EXECUTOR]", file=sys.stderr)
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if os.environ.get("KGVLP_IGNORE_USR2"):   # under SLURM: the submitit parent handles preemption
+        import signal
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     from kgvlp.ablation.runner import run_one
     return 0 if run_one(argv[0], argv[1], *argv[2:]) == "done" else 1
 

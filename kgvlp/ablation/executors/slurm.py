@@ -1,8 +1,8 @@
 """SLURM through submitit: one job array, one array task per run, per-run resources.
 
 Each array task runs ``nodes_per_run × max(1, gpus_per_run)`` SLURM tasks (one per rank);
-every task calls ``SlurmRun()(grid_dir, run_id)``, which sets the torch.distributed
-variables from SLURM's own (``distributed_env``) and calls ``run_one``.
+every task calls ``SlurmRun()(grid_dir, run_id)``, which computes the torch.distributed
+variables from SLURM's own (``distributed_env``) and starts the run's worker process.
 
 Preemption or a time-out sends USR2 (submitit asks for it 90 s before the limit); submitit
 calls ``SlurmRun.checkpoint`` on rank 0, which hands back the same call, and requeues the
@@ -73,25 +73,38 @@ def distributed_env(environ: dict[str, str], visible_gpus: int, master_addr: str
 
 
 class SlurmRun(Checkpointable):
-    """The callable each array task runs (pickled by submitit; requeued with the same args)."""
+    """The callable each SLURM task runs (pickled by submitit; requeued with the same args).
+
+    The run itself is a worker subprocess: submitit's signal handlers (USR2 → requeue,
+    SIGTERM → ignore) must not be inherited by the processes the run forks (data loader
+    and generator pools would then ignore the SIGTERM that stops them, and hang)."""
 
     def __call__(self, grid_dir: str, run_id: str) -> str:
-        from kgvlp.ablation.runner import run_one
+        import subprocess
+        from kgvlp.ablation.executors import worker_command
         visible = _visible_gpus()
-        os.environ.update(distributed_env(dict(os.environ), visible))
+        env = {**os.environ, **distributed_env(dict(os.environ), visible),
+               "KGVLP_IGNORE_USR2": "1",        # the requeue signal is for this process, not the run
+               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
         if visible == 0:
-            os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            env["CUDA_VISIBLE_DEVICES"] = ""
         folder = run_dir(Path(grid_dir), run_id)
-        print(f"kgvlp ablate: run {run_id}, rank {os.environ['RANK']}/{os.environ['WORLD_SIZE']}; "
-              f"output in {folder / 'log.txt'}", flush=True)
-        with _output_to(folder / "log.txt", header=f"slurm job {os.environ.get('SLURM_JOB_ID')} "
-                                                   f"rank {os.environ['RANK']}"):
-            return run_one(grid_dir, run_id, executor="slurm")
+        print(f"kgvlp ablate: run {run_id}, rank {env['RANK']}/{env['WORLD_SIZE']}; output in "
+              f"{folder / 'log.txt'}", flush=True)
+        with open(folder / "log.txt", "ab") as log:
+            log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} slurm job {os.environ.get('SLURM_JOB_ID')} "
+                      f"rank {env['RANK']} =====\n".encode())
+            log.flush()
+            code = subprocess.call([*worker_command(0), str(grid_dir), run_id, "slurm"], stdout=log,
+                                   stderr=subprocess.STDOUT, env=env)
+        if env["RANK"] != "0":
+            return "done" if code == 0 else "failed"
+        from kgvlp.ablation.executors.local import _settle
+        return _settle(folder, code)
 
     def checkpoint(self, grid_dir: str, run_id: str) -> "DelayedSubmission":
         """Preempted or timed out: requeue the same call; it resumes from checkpoints/latest."""
-        if os.environ.get("RANK", "0") == "0":
+        if os.environ.get("SLURM_PROCID", "0") == "0":
             folder = run_dir(Path(grid_dir), run_id)
             update_status(folder, state="queued", requeued=int(read_status(folder).get("requeued", 0)) + 1)
         return DelayedSubmission(self, grid_dir, run_id)
@@ -103,34 +116,6 @@ def _visible_gpus() -> int:
         return torch.cuda.device_count()
     except Exception:  # noqa: BLE001
         return 0
-
-
-class _output_to:
-    """Point file descriptors 1 and 2 at ``path`` (appending) for the run, then back."""
-
-    def __init__(self, path: Path, header: str):
-        self.path, self.header = Path(path), header
-
-    def __enter__(self):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self.saved = os.dup(1), os.dup(2)
-        self.log = open(self.path, "ab")
-        self.log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {self.header} =====\n".encode())
-        self.log.flush()
-        os.dup2(self.log.fileno(), 1)
-        os.dup2(self.log.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(self.saved[0], 1)
-        os.dup2(self.saved[1], 2)
-        for fd in self.saved:
-            os.close(fd)
-        self.log.close()
-        return False
 
 
 def make_executor(grid_name: str, grid_dir: Path, resources: Resources, array_size: int):
