@@ -67,7 +67,8 @@ class Resources:
     qos: Optional[str] = None
     constraint: Optional[str] = None
     max_requeues: int = 3               # SLURM: time-outs that requeue a run; Ray: task retries
-    concurrent: int = 1                 # local: runs at once; SLURM: array parallelism; Ray: in flight
+    # local: runs at once (default 1); SLURM: array parallelism, Ray: tasks in flight (default all)
+    concurrent: Optional[int] = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from kgvlp.ablation.launch import prepare
 from kgvlp.ablation.state import read_status, run_dir
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[ray]')")
+pytestmark = pytest.mark.ray
 
 
 def test_a_run_is_a_ray_task_and_when_killed_ray_retries_it_from_its_checkpoint(tmp_path, monkeypatch):
