@@ -71,9 +71,10 @@ def test_a_preempted_run_is_requeued_and_resumes_from_its_checkpoint(cluster, tm
 
     subprocess.run(["scancel", "--signal=USR2", job], check=True)      # what preemption sends
     wait_until(lambda: read_status(folder).get("requeued") == 1, 60, "the requeue")
-    # SLURM holds a requeued job ~2 min (its BeginTime); release it now.
-    wait_until(lambda: subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"],
-                                      capture_output=True).returncode == 0, 30, "scontrol update", poll=1)
+    # SLURM holds a requeued job ~2 min (its BeginTime); release it once it is held.
+    wait_until(lambda: "BeginTime" in subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"], capture_output=True,
+                                                     text=True).stdout, 60, "the requeued job to be pending")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     outcome = wait_for(grid_dir, [run_id], poll_s=1.0)
 
     status = read_status(folder)
