@@ -48,7 +48,7 @@ start_munge() {
     chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge
     chmod 0400 /etc/munge/munge.key
     chmod 0755 /run/munge
-    if ! pgrep -x munged >/dev/null; then
+    if ! munge -n </dev/null >/dev/null 2>&1; then
         runuser -u munge -- /usr/sbin/munged
     fi
     for _ in $(seq 50); do munge -n </dev/null >/dev/null 2>&1 && return; sleep 0.1; done
