@@ -13,12 +13,12 @@ from torch import Tensor, nn
 from kgvlp.config.schema import ModelConfig
 from kgvlp.data.batch import Batch
 from kgvlp.models.features import Features, Need
-from kgvlp.models.image import build_image_encoder
+from kgvlp.models.image import add_projections, build_image_encoder
 from kgvlp.models.text import TextEncoder, merge_words
 from kgvlp.modules.heads import SharedProjections
 from kgvlp.modules.registry import SERVICES, service_for
 from kgvlp.objectives.base import ModelDims, StepContext
-from kgvlp.objectives.objective_set import ObjectiveSet
+from kgvlp.objectives.objective_set import ObjectiveSet, enabled_objectives
 
 # Needs that imply others (the projections read the backbone vectors, etc.).
 IMPLIED = {
@@ -68,6 +68,7 @@ class VLPModel(nn.Module):
         self.model_cfg = model_cfg
         self.image_encoder = build_image_encoder(model_cfg.image)
         self.text_encoder = TextEncoder(model_cfg.text)
+        self._share_width(objective_configs, registry, stages)
         self.dims = probe_dims(self.image_encoder, self.text_encoder, model_cfg.image.image_size,
                                model_cfg.image.in_chans, model_cfg.text.max_length)
         self.objectives = ObjectiveSet(objective_configs, registry, self.dims, stages)
@@ -97,6 +98,16 @@ class VLPModel(nn.Module):
             self.projections = SharedProjections(self.dims.image_width, self.dims.text_width,
                                                  out_dim=self.dims.embed_dim,
                                                  sync_bn=model_cfg.sync_batchnorm)
+
+    def _share_width(self, objective_configs: dict, registry: dict, stages) -> None:
+        """Objectives that compare image and text features directly (PRIOR's) need one width:
+        without projections configured, the image side gets PRIOR's Linear projections to the
+        text width (e.g. ViT-Tiny 192 → MiniLM 384)."""
+        image, text = self.image_encoder, self.text_encoder
+        if image.width == image.token_width == text.width:
+            return
+        if any(registry[name].shared_width for name in enabled_objectives(objective_configs, stages)):
+            add_projections(image, text.width)
 
     def compile_for_training(self) -> None:
         """torch.compile the encoders in place (state_dict keys unchanged). Objectives stay

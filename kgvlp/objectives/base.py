@@ -66,6 +66,9 @@ class ObjectiveOutput:
 class Objective(nn.Module):
     Config: ClassVar[type[ObjectiveConfig]] = ObjectiveConfig
     requires: ClassVar[frozenset[Need]] = frozenset()
+    # True when the objective compares image and text features directly (no heads of its
+    # own); the model then projects the image features to the text width if they differ.
+    shared_width: ClassVar[bool] = False
 
     def __init__(self, cfg: ObjectiveConfig, dims: ModelDims):
         super().__init__()

@@ -83,6 +83,7 @@ def patchify(images: Tensor, patch: int) -> Tensor:
 
 class MaskedReconstruction(Objective):
     Config = MaskedReconstructionConfig
+    shared_width = True   # compares image and text features directly
 
     def __init__(self, cfg: MaskedReconstructionConfig, dims):
         super().__init__(cfg, dims)

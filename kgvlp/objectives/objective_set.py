@@ -43,6 +43,12 @@ def stage_at(spans: list[StageSpan], step: int) -> StageSpan | None:
     return spans[-1] if spans else None
 
 
+def enabled_objectives(configs: dict[str, ObjectiveConfig], stages: list[StageSpan] | None = None) -> list[str]:
+    """Names of the objectives with weight > 0 in the config or in some stage."""
+    return [name for name, cfg in configs.items()
+            if cfg.weight > 0 or any(s.weights.get(name, 0) > 0 for s in stages or [])]
+
+
 class ObjectiveSet(nn.Module):
     """Owns the enabled objectives (weight > 0 somewhere) as a ModuleDict keyed by name."""
 
@@ -51,8 +57,7 @@ class ObjectiveSet(nn.Module):
         super().__init__()
         self.configs = configs
         self.stages = stages or []
-        enabled = [name for name, cfg in configs.items()
-                   if cfg.weight > 0 or any(s.weights.get(name, 0) > 0 for s in self.stages)]
+        enabled = enabled_objectives(configs, self.stages)
         self.objectives = nn.ModuleDict({name: registry[name](configs[name], dims) for name in enabled})
 
     @property

@@ -32,6 +32,7 @@ class PriorGlobalConfig(ObjectiveConfig):
 
 class PriorGlobal(Objective):
     Config = PriorGlobalConfig
+    shared_width = True   # compares image and text features directly
 
     def __init__(self, cfg: PriorGlobalConfig, dims):
         super().__init__(cfg, dims)

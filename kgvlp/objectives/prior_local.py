@@ -84,6 +84,7 @@ def sentence_infonce(sentences: Tensor, contexts: Tensor, mask: Tensor, scale: T
 
 class PriorLocal(Objective):
     Config = PriorLocalConfig
+    shared_width = True   # compares image and text features directly
 
     def __init__(self, cfg: PriorLocalConfig, dims):
         super().__init__(cfg, dims)

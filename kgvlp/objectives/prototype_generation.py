@@ -72,6 +72,7 @@ def hungarian(cost: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 class PrototypeGeneration(Objective):
     Config = PrototypeGenerationConfig
+    shared_width = True   # compares image and text features directly
     requires = frozenset({Need.IMAGE_TOKENS, Need.TEXT_GLOBAL, Need.PROTOTYPE_BANK})
 
     def __init__(self, cfg: PrototypeGenerationConfig, dims):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import torch
+import torch.multiprocessing as mp
 
 from kgvlp.config import load_experiment
 from kgvlp.data.collate import Sample
@@ -127,3 +129,21 @@ def gradient_rank_main(rank: int, world: int, port: int, overrides: list[str], o
     if rank == 0:
         torch.save({"loss": total / world, "grads": grads}, out)
     dist.destroy_process_group()
+
+
+def losses(rows: list[dict], start: int = 0) -> dict[int, float]:
+    return {row["step"]: row["loss/total"] for row in rows if row["step"] > start}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_ranks(world: int, run_dir: Path, overrides: list[str], mode: str) -> list[dict]:
+    """Train on ``world`` spawned gloo ranks; returns rank 0's logged rows."""
+    out = run_dir.parent / f"{run_dir.name}-{mode.replace(':', '')}.json"
+    mp.start_processes(rank_main, args=(world, free_port(), str(run_dir), overrides, mode, str(out)),
+                       nprocs=world, join=True, start_method="spawn")
+    return json.loads(out.read_text())

@@ -1,35 +1,14 @@
 """The engine: exact resume, multi-rank equivalence, atomic checkpoints, bad losses."""
 from __future__ import annotations
 
-import json
-import socket
-from pathlib import Path
-
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from kgvlp.engine.trainer import NonFiniteLoss
-from engine.runs import TinyPairs, rank_main, train
+from engine.runs import TinyPairs, free_port, losses, run_ranks, train
 
 STEPS = ["trainer.max_steps=6", "trainer.checkpoint_every=3", "data.batch_size=4"]
-
-
-def losses(rows: list[dict], start: int = 0) -> dict[int, float]:
-    return {row["step"]: row["loss/total"] for row in rows if row["step"] > start}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run_ranks(world: int, run_dir: Path, overrides: list[str], mode: str) -> list[dict]:
-    out = run_dir.parent / f"{run_dir.name}-{mode.replace(':', '')}.json"
-    mp.start_processes(rank_main, args=(world, free_port(), str(run_dir), overrides, mode, str(out)),
-                       nprocs=world, join=True, start_method="spawn")
-    return json.loads(out.read_text())
 
 
 def test_kill_and_resume_gives_the_same_losses_zero0(tmp_path):

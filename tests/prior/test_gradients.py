@@ -80,3 +80,37 @@ def test_patch_mask_reconstruction_on_a_vit_trains_the_encoders_and_its_decoder_
 def test_patch_mask_on_a_cnn_fails_naming_feature_dropout():
     with pytest.raises(ValueError, match="feature_dropout"):
         make_prior_model("resnet_test", mode="patch_mask")
+
+
+def test_on_encoders_of_different_widths_the_image_side_is_projected_to_the_text_width(tokenizer, reports):
+    """PRIOR objectives compare image and text features directly: a 64-wide ViT beside the
+    384-wide MiniLM with no projections configured gets PRIOR's Linear projections (to 384),
+    and every PRIOR objective trains."""
+    from kgvlp.config.schema import ImageEncoderConfig, ModelConfig, TextEncoderConfig
+    from kgvlp.models.vlp import VLPModel
+    from kgvlp.modules.registry import SERVICES
+    from kgvlp.objectives import REGISTRY
+    from prior.helpers import prior_configs
+    cfg = ModelConfig(image=ImageEncoderConfig(name="vit_test", image_size=64),
+                      text=TextEncoderConfig(max_length=32, num_layers=2, dropout=0.0),
+                      services={"sentence_bank": SERVICES["sentence_bank"].Config(size=16)})
+    torch.manual_seed(0)
+    model = VLPModel(cfg, prior_configs("patch_mask"), REGISTRY)
+    assert model.dims.image_width == model.dims.image_token_width == model.dims.text_width == 384
+    batch = prior_batch(tokenizer, reports)
+    for name in model.objectives.objectives:
+        out = backward_through(model, batch, name)
+        assert all(torch.isfinite(term) for term in out.terms.values()), name
+        assert model.image_encoder.global_projection.weight.grad is not None or name != "prior_global"
+
+
+def test_mgca_alone_keeps_the_image_encoder_unprojected():
+    """Only objectives that compare widths directly add projections: MGCA has its own heads."""
+    from kgvlp.config import load_experiment
+    from kgvlp.models.vlp import VLPModel
+    from kgvlp.objectives import REGISTRY
+    cfg = load_experiment(None, ["model.image.name=vit_test", "model.image.image_size=32",
+                                 "model.text.num_layers=1", "objectives.ita.weight=1"]).config
+    model = VLPModel(cfg.model, cfg.objectives, REGISTRY)
+    assert getattr(model.image_encoder, "global_projection", None) is None
+    assert model.dims.image_width == 64
