@@ -135,3 +135,24 @@ def test_model_computes_only_the_features_enabled_objectives_require(tokenizer, 
     assert Need.WORDS not in model.needs
     assert features.image_embed is not None and features.text_embed is not None
     assert features.word_tokens is None
+
+
+def test_frozen_text_layers_get_no_gradient_and_the_rest_train(tokenizer, reports):
+    """model.text.frozen_layers=N: embeddings and the first N layers stay as loaded."""
+    from kgvlp.config.schema import TextEncoderConfig
+    from kgvlp.models.text import TextEncoder
+    encoder = TextEncoder(TextEncoderConfig(max_length=32, num_layers=2, frozen_layers=1))
+    batch = make_batch(tokenizer, reports)
+    encoder(batch.input_ids, batch.attention_mask).global_vector.sum().backward()
+
+    bert = encoder.bert
+    for module in (bert.embeddings, bert.encoder.layer[0]):
+        assert all(p.grad is None and not p.requires_grad for p in module.parameters())
+    assert all(p.grad is not None for p in bert.encoder.layer[1].parameters())
+
+
+def test_freezing_more_text_layers_than_exist_fails_naming_the_key():
+    from kgvlp.config.schema import TextEncoderConfig
+    from kgvlp.models.text import TextEncoder
+    with pytest.raises(ValueError, match=r"model.text.frozen_layers: expected 0..2"):
+        TextEncoder(TextEncoderConfig(num_layers=2, frozen_layers=3))

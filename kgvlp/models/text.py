@@ -56,6 +56,7 @@ class TextEncoder(nn.Module):
             self.bert = AutoModel.from_config(config, add_pooling_layer=False)
         if cfg.gradient_checkpointing:
             self.bert.gradient_checkpointing_enable()
+        self._freeze(cfg.frozen_layers)
         self.width = self.bert.config.hidden_size
         self.num_heads = self.bert.config.num_attention_heads
         self.sentence_slots = cfg.sentence_slots
@@ -68,6 +69,15 @@ class TextEncoder(nn.Module):
         if cfg.global_pool not in ("cls", "sentence_attention"):
             raise ValueError(f"model.text.global_pool: expected cls|sentence_attention, got {cfg.global_pool!r}")
         self.sentence_pool = SentenceAttentionPool(self.width) if cfg.global_pool == "sentence_attention" else None
+
+    def _freeze(self, frozen_layers: int) -> None:
+        layers = self.bert.encoder.layer
+        if not 0 <= frozen_layers <= len(layers):
+            raise ValueError(f"model.text.frozen_layers: expected 0..{len(layers)} (the encoder has "
+                             f"{len(layers)} layers), got {frozen_layers}")
+        if frozen_layers:
+            for module in (self.bert.embeddings, *layers[:frozen_layers]):
+                module.requires_grad_(False)
 
     def _cls_attention(self, last_layer_input: Tensor, attention_mask: Tensor) -> Tensor:
         """Recompute only the [CLS] row of the last layer's attention (layers run fused SDPA)."""
