@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from kgvlp.eval.features import loader
 from kgvlp.eval.metrics import mean_average_precision
+from kgvlp.eval.on_encoder import OnEncoder
 
 
 @dataclass
@@ -27,24 +28,15 @@ class DetConfig:
     finetune: bool = False
 
 
-class TokenMapBackbone(nn.Module):
+class TokenMapBackbone(OnEncoder):
     """The image encoder as a torchvision detection backbone: one (Dt, g, g) map named "0"."""
 
     def __init__(self, encoder: nn.Module, finetune: bool):
-        super().__init__()
-        self.encoder, self.finetune = encoder, finetune
+        super().__init__(encoder, finetune)
         self.out_channels = encoder.token_width
-        for p in encoder.parameters():
-            p.requires_grad_(finetune)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if not self.finetune:
-            self.encoder.eval()
-        return self
 
     def forward(self, images: Tensor) -> OrderedDict:
-        with torch.set_grad_enabled(self.finetune and self.training):
+        with self.encoder_grad():
             tokens = self.encoder(images).tokens
         batch, count, width = tokens.shape
         grid = int(round(count ** 0.5))

@@ -32,12 +32,7 @@ def attention_overlays(images: list[Tensor], maps, path: str | Path, columns: in
         ax.imshow(heat.numpy(), cmap="jet", alpha=0.4)
         ax.contour(mention.mask.float().numpy(), levels=[0.5], colors="white", linewidths=0.8)
         ax.set_title(f"{' '.join(mention.words)} {'✓' if mention.hit else '✗'}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def label_colours(labels: Tensor, label_names: list[str]) -> tuple[Tensor, list[str]]:
@@ -66,6 +61,10 @@ def tsne(embeddings: Tensor, labels: Tensor, label_names: list[str], path: str |
     ax.legend(fontsize=7, markerscale=2, loc="best")
     ax.set_title(title or "t-SNE of image embeddings")
     ax.set_xticks([]), ax.set_yticks([])
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

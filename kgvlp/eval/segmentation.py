@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from kgvlp.eval.data import EvalSample
 from kgvlp.eval.features import loader
 from kgvlp.eval.metrics import dice_summary
+from kgvlp.eval.on_encoder import OnEncoder
 from kgvlp.models.image import ResNetEncoder, ViTEncoder
 
 
@@ -78,12 +79,12 @@ class ResNetUnet(nn.Module):
         return self.head(self.decoder(stages))
 
 
-class Segmenter(nn.Module):
+class Segmenter(OnEncoder):
     """Encoder + decoder; with a frozen encoder its features are computed under no_grad."""
 
     def __init__(self, encoder: nn.Module, num_classes: int, image_size: int, in_chans: int, finetune: bool):
-        super().__init__()
-        self.encoder, self.finetune, self.image_size = encoder, finetune, image_size
+        super().__init__(encoder, finetune)
+        self.image_size = image_size
         if isinstance(encoder, ViTEncoder):
             grid = image_size // encoder.backbone.patch_embed.patch_size[0]
             self.decoder = ProgressiveUpsampling(encoder.token_width, num_classes, grid, image_size)
@@ -91,14 +92,6 @@ class Segmenter(nn.Module):
             self.decoder = ResNetUnet(encoder, num_classes, in_chans)
         else:
             raise TypeError(f"segmentation supports ViTEncoder and ResNetEncoder, got {type(encoder).__name__}")
-        for p in encoder.parameters():
-            p.requires_grad_(finetune)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if not self.finetune:
-            self.encoder.eval()
-        return self
 
     def _encode(self, images: Tensor):
         if isinstance(self.encoder, ViTEncoder):
@@ -106,7 +99,7 @@ class Segmenter(nn.Module):
         return ResNetUnet.stages(self.encoder, images)
 
     def forward(self, images: Tensor) -> Tensor:
-        with torch.set_grad_enabled(self.finetune and self.training):
+        with self.encoder_grad():
             features = self._encode(images)
         logits = self.decoder(features)
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)

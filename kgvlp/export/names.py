@@ -85,12 +85,7 @@ def hf_vit_map(keys: list[str]) -> list[Entry]:
             entries += [Entry(f"layers.{block}.attention.{part}_proj.{kind}", key, f"chunk:{i}/3")
                         for i, part in enumerate(("q", "k", "v"))]
             continue
-        for pattern, target in _VIT_RENAMES:
-            if re.fullmatch(pattern, name):
-                entries.append(Entry(re.sub(pattern, target, name), key))
-                break
-        else:
-            raise NameMapError(f"no transformers ViTModel name for kgvlp key {key!r}")
+        entries.append(Entry(_renamed(name, _VIT_RENAMES, key, "transformers ViTModel"), key))
     return entries
 
 
@@ -109,12 +104,7 @@ def heads_map(keys: list[str]) -> list[Entry]:
     for key in keys:
         if not (key.startswith(PROJECTIONS) or key.startswith(IMAGE_POOL)):
             continue
-        for pattern, target in _HEAD_RENAMES:
-            if re.fullmatch(pattern, key):
-                entries.append(Entry(re.sub(pattern, target, key), key))
-                break
-        else:
-            raise NameMapError(f"no heads.safetensors name for kgvlp key {key!r}")
+        entries.append(Entry(_renamed(key, _HEAD_RENAMES, key, "heads.safetensors"), key))
     return entries
 
 
@@ -195,3 +185,11 @@ def diff_maps(recorded: list[list[str]], current: list[Entry]) -> list[str]:
     lines = [f"folder has {e[0]!r} ← {e[1]!r} ({e[2]}), this kgvlp does not" for e in sorted(old - new)]
     lines += [f"this kgvlp maps {e[0]!r} ← {e[1]!r} ({e[2]}), the folder does not" for e in sorted(new - old)]
     return lines
+
+
+def _renamed(name: str, renames: list[tuple[str, str]], key: str, target: str) -> str:
+    """``name`` through the first (pattern, replacement) that matches it whole."""
+    for pattern, replacement in renames:
+        if re.fullmatch(pattern, name):
+            return re.sub(pattern, replacement, name)
+    raise NameMapError(f"no {target} name for kgvlp key {key!r}")
