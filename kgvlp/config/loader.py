@@ -113,6 +113,7 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple
     objectives = _validate_objectives(tree.objectives, registry)
     from kgvlp.modules.registry import SERVICES
     services = _validate_objectives(tree.model.services, SERVICES, "model.services", "service")
+    _link_knowledge_paths(tree, services, SERVICES)
     tree.objectives = OmegaConf.create({n: dataclasses.asdict(c) for n, c in objectives.items()})
     for stage in tree.trainer.stages:
         for name in stage.weights:
@@ -127,6 +128,26 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple
     config.objectives = objectives
     config.model.services = services
     return LoadedExperiment(config=config, tree=tree, source=Path(path) if path else None)
+
+
+# The knowledge bank's files are named once, under data (the data side maps CUIs to rows of
+# the same bank the model loads): model.services.knowledge_bank.<service key> follows
+# data.<data key> and may only repeat it.
+_KNOWLEDGE_LINKS = (("graph", "knowledge_graph"), ("embeddings", "knowledge_embeddings"), ("cache_dir", "cache_dir"))
+
+
+def _link_knowledge_paths(tree: DictConfig, services: dict, registry: dict) -> None:
+    if "knowledge_bank" not in registry or ("knowledge_bank" not in services and tree.data.entities == "none"):
+        return
+    bank = services.setdefault("knowledge_bank", registry["knowledge_bank"].Config())
+    defaults = registry["knowledge_bank"].Config()
+    for service_key, data_key in _KNOWLEDGE_LINKS:
+        given, wanted = getattr(bank, service_key), tree.data[data_key]
+        if given not in (getattr(defaults, service_key), wanted):
+            raise ConfigError(f"model.services.knowledge_bank.{service_key} ({given!r}) differs from "
+                              f"data.{data_key} ({wanted!r}): set the path once, under data.{data_key}")
+        setattr(bank, service_key, wanted)
+    tree.model.services["knowledge_bank"] = OmegaConf.create(dataclasses.asdict(bank))
 
 
 def save_resolved(tree: DictConfig, path: str | os.PathLike) -> None:
