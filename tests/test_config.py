@@ -143,7 +143,6 @@ def test_every_shipped_experiment_loads(path):
 
 
 def test_knowledge_bank_paths_are_set_once_under_data_and_followed_by_the_service():
-
     loaded = load_experiment(EXPERIMENTS / "mlip_demo.yaml",
                              ["data.knowledge_graph=g.json", "data.knowledge_embeddings=emb", "data.cache_dir=c"])
     bank = loaded.config.model.services["knowledge_bank"]
@@ -152,7 +151,6 @@ def test_knowledge_bank_paths_are_set_once_under_data_and_followed_by_the_servic
 
 
 def test_a_knowledge_bank_path_that_contradicts_data_fails_naming_both_keys():
-
     with pytest.raises(ConfigError, match=r"model.services.knowledge_bank.embeddings .*data.knowledge_embeddings"):
         load_experiment(EXPERIMENTS / "mlip_demo.yaml",
                         ["data.knowledge_embeddings=a", "model.services.knowledge_bank.embeddings=b"])
