@@ -156,3 +156,11 @@ def test_freezing_more_text_layers_than_exist_fails_naming_the_key():
     from kgvlp.models.text import TextEncoder
     with pytest.raises(ValueError, match=r"model.text.frozen_layers: expected 0..2"):
         TextEncoder(TextEncoderConfig(num_layers=2, frozen_layers=3))
+
+
+def test_frozen_layers_minus_one_locks_the_whole_text_tower():
+    from kgvlp.config.schema import TextEncoderConfig
+    from kgvlp.models.text import TextEncoder
+    encoder = TextEncoder(TextEncoderConfig(num_layers=2, frozen_layers=-1, projection_dim=8))
+    assert not any(p.requires_grad for p in encoder.bert.parameters())
+    assert all(p.requires_grad for p in encoder.token_projection.parameters())

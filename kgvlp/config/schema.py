@@ -37,7 +37,7 @@ class TextEncoderConfig:
     pretrained: bool = True           # False = same architecture, random init (tests, baselines)
     dropout: Optional[float] = None   # override hidden/attention dropout; None keeps the model's
     # Embeddings and the first N layers get no gradient (ConVIRT freezes embeddings + 6 of
-    # 12); N = num layers locks the whole pretrained encoder (LiT-style), heads still train.
+    # 12); -1 locks the whole pretrained encoder (LiT-style locking); heads still train.
     frozen_layers: int = 0
     gradient_checkpointing: bool = False
     # PRIOR: Linear width→N on every token state (its local text projection, 768→768);

@@ -72,9 +72,10 @@ class TextEncoder(nn.Module):
 
     def _freeze(self, frozen_layers: int) -> None:
         layers = self.bert.encoder.layer
-        if not 0 <= frozen_layers <= len(layers):
+        if not -1 <= frozen_layers <= len(layers):
             raise ValueError(f"model.text.frozen_layers: expected 0..{len(layers)} (the encoder has "
-                             f"{len(layers)} layers), got {frozen_layers}")
+                             f"{len(layers)} layers) or -1 for all, got {frozen_layers}")
+        frozen_layers = len(layers) if frozen_layers == -1 else frozen_layers
         if frozen_layers:
             for module in (self.bert.embeddings, *layers[:frozen_layers]):
                 module.requires_grad_(False)
