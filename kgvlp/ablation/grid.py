@@ -52,6 +52,10 @@ class EvalSpec:
     seeds: List[int] = field(default_factory=lambda: [0])
     max_epochs: int = 50
     baselines: bool = False             # random-init/start baselines per run (usually once is enough)
+    # SynthCXR only: generate the downstream set with these (None = the run's data.synth_*);
+    # another seed gives a held-out set, a larger n a larger labelled pool for 1%.
+    synth_n: Optional[int] = None
+    synth_seed: Optional[int] = None
 
 
 @dataclass

@@ -116,9 +116,11 @@ def flatten_results(results) -> tuple[dict[str, float], dict[str, str]]:
 def _evaluate(folder: Path, spec: dict) -> dict:
     from kgvlp.eval import ProbeConfig, evaluate
     ev = spec["eval"]
+    data_kwargs = {key: ev[key] for key in ("synth_n", "synth_seed") if ev.get(key) is not None}
     results = evaluate(folder, ev["data"], tasks=ev["tasks"], suite=ev["suite"], out_dir=folder / "eval",
                        fractions=ev["fractions"], seeds=ev["seeds"], baselines=ev["baselines"],
-                       progress=False, probe=ProbeConfig(max_epochs=ev["max_epochs"]))
+                       progress=False, probe=ProbeConfig(max_epochs=ev["max_epochs"]),
+                       data_kwargs=data_kwargs)
     return dict(zip(("metrics", "skipped"), flatten_results(results)))
 
 

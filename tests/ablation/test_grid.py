@@ -1,10 +1,12 @@
 """Grid files: expansion (product, include/exclude), stable run ids, validation before launch."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
 from ablation_fixtures import write_grid
-from kgvlp.ablation.grid import GridError, load_grid
+from kgvlp.ablation.grid import EvalSpec, GridError, load_grid
 
 OBJECTIVES = {"ITA": {"objectives.cta.weight": 0, "objectives.cpa.weight": 0},
               "ITA+CTA": {"objectives.cpa.weight": 0},
@@ -121,3 +123,16 @@ def test_the_recorded_mgca_grid_is_valid():
     grid = load_grid(ROOT / "experiments" / "mgca_ablation.yaml")
 
     assert len(grid.runs) == 12 and grid.seed_axis == "seed" and grid.config_axes == ["objectives"]
+
+
+def test_the_eval_spec_chooses_the_downstream_synthcxr(tmp_path, monkeypatch):
+    """eval.synth_n / eval.synth_seed reach kgvlp.eval.evaluate (a held-out, larger set)."""
+    import kgvlp.eval
+    from kgvlp.ablation import runner
+    seen = {}
+    monkeypatch.setattr(kgvlp.eval, "evaluate", lambda *args, **kwargs: seen.update(kwargs) or [])
+    spec = {"eval": {**asdict(EvalSpec()), "synth_n": 20000, "synth_seed": 1}}
+    runner._evaluate(tmp_path, spec)
+    assert seen["data_kwargs"] == {"synth_n": 20000, "synth_seed": 1}
+    runner._evaluate(tmp_path, {"eval": asdict(EvalSpec())})
+    assert seen["data_kwargs"] == {}
