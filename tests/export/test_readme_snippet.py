@@ -18,9 +18,11 @@ def test_the_snippet_file_has_the_three_loading_blocks():
         (True, False, False), (False, True, False), (False, False, True)]
 
 
+@pytest.mark.parametrize("encoder", ["vit", "resnet"])   # the demo trains a ResNet-18
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=["open_clip", "transformers", "timm"])
-def test_readme_snippet_runs_on_an_export(index, vit_export):
-    code = BLOCKS[index].replace('DIR = "exports/demo"', f"DIR = {str(vit_export)!r}")
+def test_readme_snippet_runs_on_an_export(index, encoder, request):
+    folder = request.getfixturevalue(f"{encoder}_export")
+    code = BLOCKS[index].replace('DIR = "exports/demo"', f"DIR = {str(folder)!r}")
     code += "\nimport sys\nassert 'kgvlp' not in sys.modules\n"
 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
