@@ -92,7 +92,11 @@ class DivergenceEncoders(Service):
                              f"schedule {cfg.schedule!r} (cosine | constant)")
         dims = model.dims
         self.image_encoder = EMAModule(model.image_encoder)
-        self.text_encoder = EMAModule(model.text_encoder)
+        # A locked text tower (model.text.frozen_layers: -1) never changes, so its momentum
+        # copy would equal it and read the same report: the online [CLS] state is reused
+        # (detached) instead of a second text forward and a copy in memory.
+        locked = not any(p.requires_grad for p in model.text_encoder.parameters())
+        self.text_encoder = None if locked else EMAModule(model.text_encoder)
         # The model builds its projections after its services, so this copy starts from a
         # fresh head and is made equal to the online one on first use (``_sync``).
         self.projections = EMAModule(SharedProjections(dims.image_width, dims.text_width, out_dim=dims.embed_dim,
@@ -102,8 +106,10 @@ class DivergenceEncoders(Service):
         self._checked = False
 
     def _pairs(self, model) -> list[tuple[EMAModule, nn.Module]]:
-        return [(self.image_encoder, model.image_encoder), (self.text_encoder, model.text_encoder),
-                (self.projections, model.projections)]
+        pairs = [(self.image_encoder, model.image_encoder), (self.projections, model.projections)]
+        if self.text_encoder is not None:
+            pairs.append((self.text_encoder, model.text_encoder))
+        return pairs
 
     @torch.no_grad()
     def _sync(self, model) -> None:
@@ -128,7 +134,10 @@ class DivergenceEncoders(Service):
         self._sync(model)
         with torch.no_grad():
             image = self.image_encoder(batch.images_view2).global_vector
-            text = self.text_encoder(batch.input_ids, batch.attention_mask).global_vector
+            if self.text_encoder is None:
+                text = features.text_global.detach()
+            else:
+                text = self.text_encoder(batch.input_ids, batch.attention_mask).global_vector
             heads = self.projections.shadow
             out = DivergenceFeatures(image_embed=heads.image(image), text_embed=heads.text(text))
         if self.queues is not None:

@@ -85,3 +85,22 @@ def test_queue_and_divergence_encoders_round_trip_and_resume_gives_identical_los
     assert [r["step"] for r in resumed] == [4, 5, 6]
     for row in resumed:
         assert row["loss/total"] == pytest.approx(expected[row["step"]], abs=1e-6)
+
+
+def test_with_a_locked_text_tower_the_divergence_text_is_the_online_report_vector(bank_dir, tokenizer):
+    """model.text.frozen_layers=-1: no text copy is kept and no second text forward runs;
+    the divergence report embedding is the momentum heads applied to the online [CLS] state."""
+    from kgvlp.models.vlp import VLPModel
+    from mlip.helpers import model_config
+    cfg = model_config(bank_dir)
+    cfg.text.frozen_layers = -1
+    torch.manual_seed(0)
+    model = VLPModel(cfg, {"mlip_global": REGISTRY["mlip_global"].Config()}, REGISTRY).eval()
+    divergence = model.services.divergence
+    assert divergence.text_encoder is None
+    assert not any(name.startswith("text_encoder") for name, _ in divergence.named_buffers())
+
+    features = model.encode(make_batch(tokenizer))
+
+    heads = divergence.projections.shadow
+    torch.testing.assert_close(features.extras["divergence"].text_embed, heads.text(features.text_global), rtol=0, atol=0)
