@@ -14,11 +14,12 @@ import json
 import os
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from kgvlp.files import write_text_atomic
 
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 4 * HEARTBEAT_S
@@ -26,10 +27,7 @@ STATES = ("pending", "queued", "running", "interrupted", "done", "failed")
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(payload, handle, indent=2, default=str)
-    os.replace(handle.name, path)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=str))
 
 
 def read_json(path: Path) -> dict:

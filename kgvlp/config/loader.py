@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from kgvlp.config.schema import ExperimentConfig
+from kgvlp.files import write_text_atomic
 
 BASES_KEY = "bases"
 
@@ -152,8 +152,4 @@ def _link_knowledge_paths(tree: DictConfig, services: dict, registry: dict) -> N
 
 def save_resolved(tree: DictConfig, path: str | os.PathLike) -> None:
     """Write the fully resolved config atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(OmegaConf.to_yaml(tree, resolve=True))
-    os.replace(handle.name, path)
+    write_text_atomic(path, OmegaConf.to_yaml(tree, resolve=True))

@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from kgvlp.config.schema import TrainerConfig
+from kgvlp.files import write_text_atomic
 
 
 def pick_device(name: str) -> torch.device:
@@ -174,7 +174,7 @@ class DeepSpeedBackend:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(directory / tmp_tag, final)
-            _write_atomic(directory / "latest", tag)
+            write_text_atomic(directory / "latest", tag)
             for old in sorted(directory.glob("step_*"))[:-keep] if keep > 0 else []:
                 if old.is_dir() and not old.name.endswith(".tmp"):
                     shutil.rmtree(old, ignore_errors=True)
@@ -206,9 +206,3 @@ class DeepSpeedBackend:
                 return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
         return {k: v.detach().float().cpu().clone() if v.is_floating_point() else v.detach().cpu().clone()
                 for k, v in module.state_dict().items()}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
