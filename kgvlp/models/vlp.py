@@ -106,8 +106,16 @@ class VLPModel(nn.Module):
         image, text = self.image_encoder, self.text_encoder
         if image.width == image.token_width == text.width:
             return
-        if any(registry[name].shared_width for name in enabled_objectives(objective_configs, stages)):
-            add_projections(image, text.width)
+        needing = [n for n in enabled_objectives(objective_configs, stages) if registry[n].shared_width]
+        if not needing:
+            return
+        configured = self.model_cfg.image.projection_dim, self.model_cfg.text.projection_dim
+        if any(dim is not None for dim in configured):
+            raise ValueError(f"objectives {needing} compare image and text features directly, but "
+                             f"model.image.projection_dim={configured[0]} gives width {image.width} and "
+                             f"model.text.projection_dim={configured[1]} gives width {text.width}: set "
+                             "both to one value, or neither (the image side is then projected to the text width)")
+        add_projections(image, text.width)
 
     def compile_for_training(self) -> None:
         """torch.compile the encoders in place (state_dict keys unchanged). Objectives stay

@@ -114,3 +114,15 @@ def test_mgca_alone_keeps_the_image_encoder_unprojected():
     model = VLPModel(cfg.model, cfg.objectives, REGISTRY)
     assert getattr(model.image_encoder, "global_projection", None) is None
     assert model.dims.image_width == 64
+
+
+def test_projection_widths_that_still_differ_fail_naming_both_keys():
+    """With a projection configured on one side only, the model does not guess: it names
+    model.image.projection_dim and model.text.projection_dim."""
+    from kgvlp.config.schema import ImageEncoderConfig, ModelConfig, TextEncoderConfig
+    from kgvlp.models.vlp import VLPModel
+    from kgvlp.objectives import REGISTRY
+    cfg = ModelConfig(image=ImageEncoderConfig(name="vit_test", image_size=32, projection_dim=128),
+                      text=TextEncoderConfig(max_length=16, num_layers=1))
+    with pytest.raises(ValueError, match=r"model.image.projection_dim=128 .* model.text.projection_dim=None"):
+        VLPModel(cfg, {"prior_global": REGISTRY["prior_global"].Config()}, REGISTRY)
