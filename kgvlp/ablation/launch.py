@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def launch(grid: Grid, grid_dir: Path | None = None, executor: str = "local", re
         console.print(f"{grid.name}: {len(todo.to_run)} of {len(grid.runs)} run(s) → {executor} executor "
                       f"(grid folder {grid_dir})", highlight=False)
         progress = ProgressView(grid_dir, todo.to_run, console) if view else None
-        with progress if progress else _Null(), _terminate_as_interrupt():
+        with progress or nullcontext(), _terminate_as_interrupt():
             if executor == "local":
                 from kgvlp.ablation.executors.local import run_local
                 outcome = run_local(grid_dir, todo.to_run, resources, progress, command=command)
@@ -143,12 +144,4 @@ class _terminate_as_interrupt:
         import signal
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
-        return False
-
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
         return False
