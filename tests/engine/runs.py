@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from kgvlp.config import load_experiment
 from kgvlp.data.collate import Sample
 from kgvlp.data.text import split_sentences
 from kgvlp_tiny import FALLBACK_REPORTS
+from two_ranks import free_port
 
 REPORTS = FALLBACK_REPORTS  # fixed text: the runs must not depend on torchxrayvision
 
@@ -127,12 +127,6 @@ def gradient_rank_main(rank: int, world: int, port: int, overrides: list[str], o
 
 def losses(rows: list[dict], start: int = 0) -> dict[int, float]:
     return {row["step"]: row["loss/total"] for row in rows if row["step"] > start}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_ranks(world: int, run_dir: Path, overrides: list[str], mode: str) -> list[dict]:

@@ -6,7 +6,8 @@ import torch
 import torch.multiprocessing as mp
 
 from kgvlp.engine.trainer import NonFiniteLoss
-from engine.runs import TinyPairs, free_port, losses, run_ranks, train
+from engine.runs import TinyPairs, losses, run_ranks, train
+from two_ranks import free_port
 
 STEPS = ["trainer.max_steps=6", "trainer.checkpoint_every=3", "data.batch_size=4"]
 
