@@ -69,10 +69,11 @@ def bench_one(experiment_path, overrides, steps: int, warmup: int, label: str) -
     size, channels = cfg.model.image.image_size, cfg.model.image.in_chans
     collate = Collator(load_tokenizer(cfg.model.text), cfg.model.text.max_length)
     sentences = split_sentences(BENCH_REPORT)
+    second_view = cfg.data.second_view or model.wants_second_view
 
     def make_batch():
         samples = [Sample(image=torch.randn(channels, size, size), sentences=sentences, index=i,
-                          image_view2=torch.randn(channels, size, size) if cfg.data.second_view or model.wants_second_view else None)
+                          image_view2=torch.randn(channels, size, size) if second_view else None)
                    for i in range(cfg.data.batch_size)]
         return collate(samples)
 

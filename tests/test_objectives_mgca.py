@@ -13,7 +13,7 @@ import two_ranks
 from kgvlp_tiny import make_batch, make_model
 from kgvlp.models.features import Features
 from kgvlp.objectives.base import ModelDims, StepContext
-from kgvlp.objectives.cpa import CPA, CPAConfig, sinkhorn
+from kgvlp.objectives.cpa import CPAConfig, sinkhorn
 from kgvlp.objectives.cta import CTA, CTAConfig, attend, clipped_weights, weighted_symmetric_ce
 from kgvlp.objectives.ita import ITA, ITAConfig
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from kgvlp.eval.data import EvalDataError, load_splits
 from kgvlp.eval.detection import DetConfig
 from kgvlp.eval.linear_probe import ProbeConfig
-from kgvlp.eval.loading import Candidate, CheckpointError, candidates, load_trained
+from kgvlp.eval.loading import CheckpointError, candidates, load_trained
 from kgvlp.eval.report import TaskResult, markdown, write
 from kgvlp.eval.segmentation import SegConfig
 from kgvlp.eval.tasks import SUITES, TASKS, EvalContext

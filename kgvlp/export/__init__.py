@@ -183,7 +183,7 @@ def load(path: str | Path):
     if not is_export(path):
         from kgvlp.engine.checkpoint import load_model
         return load_model(path)[0]
-    manifest = _read_manifest(path)
+    _read_manifest(path)            # a missing or corrupt manifest fails first, naming the file
     model, _ = _build_model(path)
     model.not_exported = load_weights_into(model, path)
     return model.eval()

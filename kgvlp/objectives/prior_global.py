@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List
 
-import torch
 
 from kgvlp.models.features import Need
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput

@@ -1,7 +1,5 @@
 import torch
 
-from kgvlp.data.collate import Collator
-
 from kgvlp.config.schema import DataConfig
 from kgvlp.data import build_downstream_dataset, build_pretrain_dataset
 from kgvlp.data.collate import Collator, Sample

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from kgvlp.data.cache import ImageCache
 from kgvlp.data.synth.findings import LABEL_NAMES, sample_study

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kgvlp.data.synth.findings import Instance
-from kgvlp.data.text import _SENTENCE_END, _WORD, split_sentences
+from kgvlp.data.text import _SENTENCE_END, split_sentences
 
 _MARK = re.compile(r"\[\[|\]\]|\w+")
 
