@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from timm.layers import AttentionPool2d
 
@@ -113,10 +112,19 @@ class ResNetEncoder(nn.Module):
             raise ValueError(f"model.image.resnet_token_layout: expected permute|official_view, "
                              f"got {cfg.resnet_token_layout!r}")
         self.official_view = cfg.resnet_token_layout == "official_view"
+        self.memory_format = torch.contiguous_format
+
+    def use_channels_last(self) -> None:
+        """Hold weights and activations in NHWC, the layout oneDNN and cuDNN convolve fastest
+        (ResNet-18, 128 px, batch 32, 2 CPU cores: no-grad forward 279 → 175 ms). Only for
+        copies outside DeepSpeed (the divergence encoder): DeepSpeed broadcasts and flattens
+        parameters through contiguous views, so the trained encoder stays NCHW."""
+        self.to(memory_format=torch.channels_last)
+        self.memory_format = torch.channels_last
 
     def forward(self, images: Tensor) -> ImageOutput:
         net = self.backbone
-        x = net.maxpool(net.act1(net.bn1(net.conv1(images))))
+        x = net.maxpool(net.act1(net.bn1(net.conv1(images.contiguous(memory_format=self.memory_format)))))
         local = None
         for name in ("layer1", "layer2", "layer3", "layer4"):
             x = getattr(net, name)(x)

@@ -36,6 +36,7 @@ class DivergenceConfig(ServiceConfig):
     schedule: str = "cosine"       # cosine | constant (momentum throughout)
     copy_every: int = 1000         # update: copy
     queue_size: int = 0            # ours: 0 = no queue; MoCo/ALBEF use 65536 / 57600
+    channels_last: bool = True     # CNN copy in NHWC layout: same math, faster convs (no effect on ViTs)
 
 
 @dataclass
@@ -92,6 +93,8 @@ class DivergenceEncoders(Service):
                              f"schedule {cfg.schedule!r} (cosine | constant)")
         dims = model.dims
         self.image_encoder = EMAModule(model.image_encoder)
+        if cfg.channels_last and hasattr(self.image_encoder.shadow, "use_channels_last"):   # CNNs only
+            self.image_encoder.shadow.use_channels_last()
         # A locked text tower (model.text.frozen_layers: -1) never changes, so its momentum
         # copy would equal it and read the same report: the online [CLS] state is reused
         # (detached) instead of a second text forward and a copy in memory.

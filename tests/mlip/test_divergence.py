@@ -61,14 +61,15 @@ def test_one_update_per_optimizer_step_under_gradient_accumulation(tmp_path, mon
     assert int(queue.image.filled) == 3 * 2 * 4      # both micro-batches of every step enqueued
 
 
-def test_queue_and_divergence_encoders_round_trip_and_resume_gives_identical_losses(tmp_path):
-    steps = ["trainer.max_steps=6", "trainer.checkpoint_every=3"]
+@pytest.mark.parametrize("image", ["vit_test", "resnet_test"])   # ResNet: a channels-last copy
+def test_queue_and_divergence_encoders_round_trip_and_resume_gives_identical_losses(tmp_path, image):
+    steps = ["trainer.max_steps=6", "trainer.checkpoint_every=3", f"model.image.name={image}"]
     full = trainer(tmp_path / "full", steps).train().history
     killed = trainer(tmp_path / "killed", steps)
     save = killed.save_checkpoint
 
     def save_then_die():        # killed right after the step-3 checkpoint
-        path = save()
+        save()
         raise KeyboardInterrupt
     killed.save_checkpoint = save_then_die
     with pytest.raises(KeyboardInterrupt):
@@ -104,3 +105,32 @@ def test_with_a_locked_text_tower_the_divergence_text_is_the_online_report_vecto
 
     heads = divergence.projections.shadow
     torch.testing.assert_close(features.extras["divergence"].text_embed, heads.text(features.text_global), rtol=0, atol=0)
+
+
+def test_a_cnn_copy_runs_channels_last_and_computes_what_the_online_encoder_computes(bank_dir, tokenizer):
+    """The ResNet divergence copy lives outside DeepSpeed, so it holds NHWC weights (faster
+    convolutions); the layout changes no value, and the EMA update still lands in it."""
+    model = make_model(bank_dir, {"mlip_global": REGISTRY["mlip_global"].Config()}, image="resnet_test")
+    divergence = model.services.divergence
+    batch = make_batch(tokenizer)
+    model.encode(batch)                                         # first use copies the weights
+    shadow = divergence.image_encoder.shadow
+    channels_last = torch.channels_last
+    assert shadow.backbone.layer1[0].conv1.weight.is_contiguous(memory_format=channels_last)
+    assert not model.image_encoder.backbone.layer1[0].conv1.weight.is_contiguous(memory_format=channels_last)
+
+    with torch.no_grad():
+        copy_out = shadow(batch.images_view2)
+        online_out = model.image_encoder(batch.images_view2)
+    torch.testing.assert_close(copy_out.global_vector, online_out.global_vector, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(copy_out.tokens, online_out.tokens, rtol=1e-4, atol=1e-5)
+
+    before = shadow.backbone.layer1[0].conv1.weight.clone()
+    with torch.no_grad():
+        model.image_encoder.backbone.layer1[0].conv1.weight.add_(0.1)
+    ctx = StepContext(step=30, max_steps=100)
+    model.after_step(ctx)
+    m = divergence.momentum(ctx)
+    expected = m * before + (1 - m) * model.image_encoder.backbone.layer1[0].conv1.weight
+    torch.testing.assert_close(shadow.backbone.layer1[0].conv1.weight, expected)
+    assert shadow.backbone.layer1[0].conv1.weight.is_contiguous(memory_format=channels_last)
