@@ -58,6 +58,11 @@ def deepspeed_config(trainer: TrainerConfig, micro_batch: int) -> dict:
         raise ValueError(f"trainer.precision: expected {'|'.join(PRECISIONS)}, got {trainer.precision!r}")
     if trainer.zero_stage not in (0, 1, 2, 3):
         raise ValueError(f"trainer.zero_stage: expected 0, 1, 2 or 3, got {trainer.zero_stage}")
+    # Half-precision weights: DeepSpeed (0.19) casts only parameters unless told the buffers'
+    # dtype, and BatchNorm rejects bf16/fp16 weights beside fp32 running statistics. Buffers
+    # follow the weights, except the momentum copies (EMAModule lists its shadow in
+    # ``_keep_in_fp32_modules_strict``): an EMA with m near 1 in bf16 rounds its updates away.
+    half_buffers = {"bf16-weights": "bf16", "fp16": "fp16"}.get(trainer.precision)
     return {
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": trainer.grad_accum,
@@ -69,6 +74,7 @@ def deepspeed_config(trainer: TrainerConfig, micro_batch: int) -> dict:
         "bf16": {"enabled": trainer.precision == "bf16-weights"},
         "torch_autocast": {"enabled": trainer.precision == "bf16", "dtype": "bfloat16"},
         "fp16": {"enabled": trainer.precision == "fp16", "initial_scale_power": 16},
+        "data_types": {"buffer_dtype": half_buffers} if half_buffers else {},
         "zero_allow_untested_optimizer": True,   # torch AdamW (fused on CUDA)
         "steps_per_print": 10 ** 12,
         "wall_clock_breakdown": False,

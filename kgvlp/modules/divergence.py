@@ -135,14 +135,16 @@ class DivergenceEncoders(Service):
             raise ValueError("the divergence encoders need a second augmented view: set data.second_view: "
                              "true (the Trainer does this when model.wants_second_view)")
         self._sync(model)
-        with torch.no_grad():
+        online_dtype = features.image_embed.dtype
+        with torch.no_grad(), EMAModule.compute_like(online_dtype, batch.images_view2.device):
             image = self.image_encoder(batch.images_view2).global_vector
             if self.text_encoder is None:
                 text = features.text_global.detach()
             else:
                 text = self.text_encoder(batch.input_ids, batch.attention_mask).global_vector
             heads = self.projections.shadow
-            out = DivergenceFeatures(image_embed=heads.image(image), text_embed=heads.text(text))
+            out = DivergenceFeatures(image_embed=heads.image(image).to(online_dtype),
+                                     text_embed=heads.text(text).to(online_dtype))
         if self.queues is not None:
             out.queue_image, out.queue_text, out.queue_valid = self.queues.view()
             if self.training:

@@ -6,6 +6,7 @@ updated only in ``after_step`` (once per optimizer step, also under gradient acc
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
@@ -22,7 +23,15 @@ def momentum_at(step: int, max_steps: int, start: float, end: float = 1.0) -> fl
 
 
 class EMAModule(nn.Module):
-    """Holds a frozen copy of ``online``; ``update(online, momentum)`` does θ' ← mθ' + (1−m)θ."""
+    """Holds a frozen copy of ``online``; ``update(online, momentum)`` does θ' ← mθ' + (1−m)θ.
+
+    The copy stays fp32 when DeepSpeed trains half-precision weights (the transformers/DeepSpeed
+    convention below keeps these buffers out of its buffer cast): with m = 0.995 an update
+    moves a weight by 0.5% of its distance to the online one, below bf16's resolution, so a
+    bf16 copy would stop following. ``compute_like`` runs it in the training dtype.
+    """
+
+    _keep_in_fp32_modules_strict = ["shadow"]
 
     def __init__(self, online: nn.Module):
         super().__init__()
@@ -39,6 +48,14 @@ class EMAModule(nn.Module):
     def forward(self, *args, **kwargs):
         with torch.no_grad():
             return self.shadow(*args, **kwargs)
+
+    @staticmethod
+    def compute_like(dtype: torch.dtype, device: torch.device):
+        """Autocast to ``dtype`` when the online model trains in half-precision weights
+        (no autocast of its own); a no-op in fp32 and under the trainer's bf16 autocast."""
+        if dtype == torch.float32 or torch.is_autocast_enabled(device.type):
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtype)
 
     @torch.no_grad()
     def update(self, online: nn.Module, momentum: float) -> None:
