@@ -2,6 +2,7 @@
 
     kgvlp ablate GRID.yaml [key=value …] [--executor local|slurm|ray] [--dry-run] [--retry-failed]
     kgvlp ablate status GRID.yaml|GRID_DIR
+    kgvlp ablate prune GRID.yaml|GRID_DIR      move run folders the grid no longer lists to GRID_DIR/orphans/
     kgvlp ablate report GRID_DIR [--baseline axis=level] [--metric M …] [--out DIR]
 """
 from __future__ import annotations
@@ -25,10 +26,11 @@ def register(subparsers) -> argparse.ArgumentParser:
         "ablate", help="run an ablation grid (train → eval per run) locally, on SLURM or Ray; status; report",
         description="Expand a grid file (base experiment + axes of overrides) into runs and execute them. "
                     "Re-running skips finished runs and resumes interrupted ones. "
-                    "`kgvlp ablate status GRID` shows the grid; `kgvlp ablate report GRID_DIR` writes the report.")
-    parser.add_argument("grid", metavar="GRID.yaml | status | report", help="a grid file, or status/report")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run (after `status`/`report`: "
-                                                     "the grid file or folder)")
+                    "`kgvlp ablate status GRID` shows the grid; `kgvlp ablate report GRID_DIR` writes the report; "
+                    "`kgvlp ablate prune GRID` moves run folders the grid no longer lists to GRID_DIR/orphans/.")
+    parser.add_argument("grid", metavar="GRID.yaml | status | report | prune", help="a grid file, or status/report/prune")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run (after `status`/`report`/"
+                                                     "`prune`: the grid file or folder)")
     parser.add_argument("--executor", choices=EXECUTORS, default="local")
     parser.add_argument("--dry-run", action="store_true", help="print the runs and the estimated cost; run nothing")
     parser.add_argument("--no-bench", action="store_true", help="--dry-run without the cost benchmark")
@@ -54,6 +56,8 @@ def run_cli(args) -> int:
         return _report(args)
     if args.grid == "status":
         return _status(args)
+    if args.grid == "prune":
+        return _prune(args)
     return _launch(args)
 
 
@@ -73,6 +77,18 @@ def _status(args) -> int:
     grid_dir = _grid_dir_of(args.overrides[0], args.out)
     rows = print_status(grid_dir)
     return 1 if any(r["state"] == "failed" for r in rows) else 0
+
+
+def _prune(args) -> int:
+    if len(args.overrides) != 1:
+        print("usage: kgvlp ablate prune GRID.yaml|GRID_DIR", file=sys.stderr)
+        return 2
+    from kgvlp.ablation.state import move_orphans
+    moved = move_orphans(_grid_dir_of(args.overrides[0], args.out))
+    for path in moved:
+        print(f"moved {path.name} → {path}")
+    print(f"{len(moved)} orphan run folder(s) moved")
+    return 0
 
 
 def _report(args) -> int:

@@ -3,6 +3,7 @@
     GRID_DIR/grid.yaml        the grid file as launched (+ runs.csv: the runs table)
     GRID_DIR/runs/<id>/       a kgvlp run folder + run.json (what to run), status.json, log.txt,
                               eval/ (kgvlp.eval output), results.json (flat metrics)
+    GRID_DIR/orphans/<id>/    run folders the grid no longer lists, moved by ``kgvlp ablate prune``
 
 A run's state is one of: pending (never started), queued (handed to SLURM/Ray), running
 (its heartbeat is fresh), interrupted (it was running but its process is gone: resumable),
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -39,6 +41,29 @@ def read_json(path: Path) -> dict:
 
 def run_dir(grid_dir: Path, run_id: str) -> Path:
     return Path(grid_dir) / "runs" / run_id
+
+
+def orphan_runs(grid_dir: Path) -> list[str]:
+    """Run folders under GRID_DIR/runs that grid.json no longer lists: an axis level was
+    renamed or removed after they ran. Their results are not in the report."""
+    listed = {run["run_id"] for run in read_json(Path(grid_dir) / "grid.json").get("runs", [])}
+    runs = Path(grid_dir) / "runs"
+    return sorted(p.name for p in runs.iterdir() if p.is_dir() and p.name not in listed) if runs.is_dir() else []
+
+
+def move_orphans(grid_dir: Path) -> list[Path]:
+    """Move the orphan run folders to GRID_DIR/orphans/ (kept, not deleted); a name taken
+    there by an earlier prune gets a numeric suffix. Returns the new paths."""
+    moved = []
+    for run_id in orphan_runs(grid_dir):
+        target = Path(grid_dir) / "orphans" / run_id
+        suffix = 1
+        while target.exists():
+            target, suffix = Path(grid_dir) / "orphans" / f"{run_id}.{suffix}", suffix + 1
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(run_dir(grid_dir, run_id)), str(target))
+        moved.append(target)
+    return moved
 
 
 def read_status(folder: Path) -> dict:

@@ -11,7 +11,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from kgvlp.ablation.state import effective_state, last_metrics, log_tail, read_json, read_status, run_dir
+from kgvlp.ablation.state import (effective_state, last_metrics, log_tail, orphan_runs, read_json, read_status,
+                                  run_dir)
 
 STYLE = {"done": "green", "failed": "red", "running": "cyan", "queued": "yellow", "interrupted": "magenta",
          "pending": "dim"}
@@ -80,6 +81,11 @@ def print_status(grid_dir: Path, console: Console | None = None, tail_lines: int
     console.print(status_table(rows, title=f"{Path(grid_dir)} — {summary_line(rows)}"))
     for panel in failed_tails(grid_dir, rows, tail_lines):
         console.print(panel)
+    orphans = orphan_runs(grid_dir)
+    if orphans:
+        console.print(f"[yellow]{len(orphans)} run folder(s) in {Path(grid_dir) / 'runs'} are no longer in the grid "
+                      f"(an axis level changed): {', '.join(orphans)}. They are left out of the report; "
+                      f"`kgvlp ablate prune {grid_dir}` moves them to {Path(grid_dir) / 'orphans'}.[/]")
     return rows
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from ablation_fixtures import write_grid
 from kgvlp.ablation.grid import EvalSpec, GridError, load_grid
+from kgvlp.ablation.state import run_dir
 
 OBJECTIVES = {"ITA": {"objectives.cta.weight": 0, "objectives.cpa.weight": 0},
               "ITA+CTA": {"objectives.cpa.weight": 0},
@@ -136,3 +137,28 @@ def test_the_eval_spec_chooses_the_downstream_synthcxr(tmp_path, monkeypatch):
     assert seen["data_kwargs"] == {"synth_n": 20000, "synth_seed": 1}
     runner._evaluate(tmp_path, {"eval": asdict(EvalSpec())})
     assert seen["data_kwargs"] == {}
+
+
+def test_runs_the_grid_no_longer_lists_are_named_by_status_and_moved_by_prune(tmp_path, capsys):
+    """Renaming an axis level leaves the old level's run folders behind: status names them
+    (they are not in the report) and prune moves them aside, never deleting them."""
+    from kgvlp.ablation.launch import prepare
+    from kgvlp.cli import main
+    grid_dir = tmp_path / "out"
+    old = load_grid(write_grid(tmp_path, {"objectives": {"ITA": {"objectives.cta.weight": 0.0}}, "seed": [0]}))
+    prepare(old, grid_dir)
+    (run_dir(grid_dir, old.runs[0].run_id) / "log.txt").write_text("trained with the old level")
+    new = load_grid(write_grid(tmp_path, {"objectives": {"ITA-only": {"objectives.cta.weight": 0.0,
+                                                                        "objectives.cpa.weight": 0.0}},
+                                          "seed": [0]}))
+    prepare(new, grid_dir)
+    orphan = old.runs[0].run_id
+
+    assert main(["ablate", "status", str(grid_dir)]) == 0
+    assert orphan in capsys.readouterr().out.replace("\n", "")
+
+    assert main(["ablate", "prune", str(grid_dir)]) == 0
+    assert (grid_dir / "orphans" / orphan / "log.txt").read_text() == "trained with the old level"
+    assert sorted(p.name for p in (grid_dir / "runs").iterdir()) == [new.runs[0].run_id]
+    assert main(["ablate", "status", str(grid_dir)]) == 0
+    assert "no longer in the grid" not in capsys.readouterr().out
