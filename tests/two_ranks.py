@@ -74,5 +74,6 @@ def worker(rank, port, image, text, out_dir):
         results = {name: _one_objective(name, image[rows], text[rows], world)
                    for name in ("ita", "cpa", "ita_quirk")}
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()   # a rank tearing gloo down while its peer still talks to it aborts the peer
     finally:
         dist.destroy_process_group()

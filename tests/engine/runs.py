@@ -88,6 +88,7 @@ def rank_main(rank: int, world: int, port: int, run_dir: str, overrides: list[st
         rows = train(run_dir, overrides, resume=True)
     if rank == 0:
         Path(out).write_text(json.dumps(rows))
+    torch.distributed.barrier()   # a rank tearing gloo down while its peer still talks to it aborts the peer
     torch.distributed.destroy_process_group()
 
 
@@ -122,6 +123,7 @@ def gradient_rank_main(rank: int, world: int, port: int, overrides: list[str], o
     dist.all_reduce(total)
     if rank == 0:
         torch.save({"loss": total / world, "grads": grads}, out)
+    dist.barrier()
     dist.destroy_process_group()
 
 

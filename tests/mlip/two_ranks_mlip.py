@@ -52,5 +52,6 @@ def worker(rank, port, out_dir):
     try:
         half = ROWS // 2
         torch.save(run_steps(slice(rank * half, (rank + 1) * half), world=2), os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()   # a rank tearing gloo down while its peer still talks to it aborts the peer
     finally:
         dist.destroy_process_group()

@@ -41,5 +41,6 @@ def worker(rank, port, out_dir):
         image, text = vectors()
         rows = slice(rank * 4, (rank + 1) * 4)
         torch.save(loss_and_grads(image[rows], text[rows], world=2), os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()   # a rank tearing gloo down while its peer still talks to it aborts the peer
     finally:
         dist.destroy_process_group()
