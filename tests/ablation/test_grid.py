@@ -119,11 +119,14 @@ def test_the_cli_reports_a_bad_grid_before_launching(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_recorded_mgca_grid_is_valid():
+@pytest.mark.parametrize("name,runs,config_axes", [("mgca_ablation", 12, ["objectives"]),
+                                                    ("mlip_evidence", 6, ["objectives"]),
+                                                    ("mlip_fusion", 6, ["fusion"])])
+def test_the_recorded_grids_are_valid(name, runs, config_axes):
     from ablation_fixtures import ROOT
-    grid = load_grid(ROOT / "experiments" / "mgca_ablation.yaml")
+    grid = load_grid(ROOT / "experiments" / f"{name}.yaml")
 
-    assert len(grid.runs) == 12 and grid.seed_axis == "seed" and grid.config_axes == ["objectives"]
+    assert len(grid.runs) == runs and grid.seed_axis == "seed" and grid.config_axes == config_axes
 
 
 def test_the_eval_spec_chooses_the_downstream_synthcxr(tmp_path, monkeypatch):
