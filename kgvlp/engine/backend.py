@@ -51,6 +51,7 @@ def init_distributed(device: torch.device) -> None:
 
 
 PRECISIONS = ("fp32", "bf16", "bf16-weights", "fp16")
+HALF_WEIGHTS = {"bf16-weights": torch.bfloat16, "fp16": torch.float16}   # DeepSpeed's own half modes
 
 
 def deepspeed_config(trainer: TrainerConfig, micro_batch: int) -> dict:
@@ -62,7 +63,7 @@ def deepspeed_config(trainer: TrainerConfig, micro_batch: int) -> dict:
     # dtype, and BatchNorm rejects bf16/fp16 weights beside fp32 running statistics. Buffers
     # follow the weights, except the momentum copies (EMAModule lists its shadow in
     # ``_keep_in_fp32_modules_strict``): an EMA with m near 1 in bf16 rounds its updates away.
-    half_buffers = {"bf16-weights": "bf16", "fp16": "fp16"}.get(trainer.precision)
+    half = HALF_WEIGHTS.get(trainer.precision)
     return {
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": trainer.grad_accum,
@@ -74,7 +75,7 @@ def deepspeed_config(trainer: TrainerConfig, micro_batch: int) -> dict:
         "bf16": {"enabled": trainer.precision == "bf16-weights"},
         "torch_autocast": {"enabled": trainer.precision == "bf16", "dtype": "bfloat16"},
         "fp16": {"enabled": trainer.precision == "fp16", "initial_scale_power": 16},
-        "data_types": {"buffer_dtype": half_buffers} if half_buffers else {},
+        "data_types": {"buffer_dtype": str(half)} if half else {},    # "torch.bfloat16" etc.
         "zero_allow_untested_optimizer": True,   # torch AdamW (fused on CUDA)
         "steps_per_print": 10 ** 12,
         "wall_clock_breakdown": False,
@@ -127,7 +128,7 @@ class DeepSpeedBackend:
             model=model, optimizer=optimizer, config=deepspeed_config(trainer, micro_batch))
         self.engine.checkpoint_engine = make_safe_checkpoint_engine()
         # Inputs in the weights' dtype; autocast (bf16) casts inside the ops instead.
-        self.image_dtype = {"bf16-weights": torch.bfloat16, "fp16": torch.float16}.get(trainer.precision)
+        self.image_dtype = HALF_WEIGHTS.get(trainer.precision)
 
     @property
     def module(self) -> torch.nn.Module:

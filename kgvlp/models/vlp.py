@@ -5,7 +5,6 @@ require (``encode``), then lets the ObjectiveSet weigh their terms.
 """
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List
 
-
 from kgvlp.models.features import Need
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 from kgvlp.objectives.prior_common import LogitScale, clip_loss, uses_bank
