@@ -72,9 +72,13 @@ def run_local(grid_dir: Path, run_ids: list[str], resources: Resources, view=Non
 
 
 def _settle(folder: Path, code: int) -> str:
-    """The state after the worker exited with ``code``, recorded if the worker could not."""
+    """The state after the worker exited with ``code``, recorded if the worker could not.
+
+    A run the worker recorded as ``done`` stays done whatever the exit code: its results are
+    written, and a signal while the process exits (or a non-zero code from its teardown)
+    must not make the next launch redo it."""
     state = read_status(folder).get("state")
-    if code == 0 and state == "done":
+    if state == "done":
         return "done"
     if code < 0:   # killed by a signal: resumable
         update_status(folder, state="interrupted", finished=time.time(), error=None)
