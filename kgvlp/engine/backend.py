@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def init_distributed(device: torch.device) -> None:
     """Join (or create, for a plain single process) the process group DeepSpeed uses.
 
     Launchers (deepspeed, torchrun, SLURM wrappers) set RANK/WORLD_SIZE/MASTER_*; a plain
-    ``kgvlp train`` gets a one-rank group. CPU uses gloo, CUDA nccl.
+    ``kgvlp train`` gets a one-rank group. CPU uses gloo, CUDA nccl. Nothing is compiled:
+    see ``_no_deepspeed_builds``.
     """
     if device.type == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -42,12 +44,30 @@ def init_distributed(device: torch.device) -> None:
                        ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    _no_deepspeed_builds()
     import deepspeed
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend="gloo" if device.type == "cpu" else "nccl",
                                    verbose=False)
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+
+
+def _no_deepspeed_builds() -> None:
+    """Keep DeepSpeed from JIT-compiling C++ ops for training.
+
+    Its process-group wrapper (deepspeed/comm/torch.py, ``build_shm_op``) compiles the
+    shared-memory all-reduce ``deepspeed_shm_comm`` on the CPU accelerator whenever
+    ``deepspeed.ops.__compatible_ops__`` calls it buildable: minutes, a C++ compiler, and one
+    lock shared by every environment of the user. gloo's all-reduce does the same job, so
+    the op is marked unavailable (DeepSpeed caches that dict and reads it back). Any op that
+    is still built goes to a cache of this environment, not the user-wide default.
+    """
+    prefix_cache = Path(sys.prefix) / "torch_extensions"
+    if os.access(sys.prefix, os.W_OK) or prefix_cache.is_dir():
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(prefix_cache))
+    import deepspeed.ops
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 PRECISIONS = ("fp32", "bf16", "bf16-weights", "fp16")
