@@ -72,8 +72,8 @@ def linear_sum_assignment(cost: Tensor, row_mask: Tensor | None = None,
     """Minimum-cost assignment of every (n, m) matrix of a (B, n, m) batch.
 
     ``row_mask`` (B, n) / ``col_mask`` (B, m), True = takes part (default: all). Costs must
-    be finite on the unmasked entries; masked entries (even NaN) never affect the result. Each sample gets
-    min(valid rows, valid columns) pairs, exactly those of
+    be finite on the unmasked entries; masked entries (even NaN) never affect the result.
+    Each sample gets min(valid rows, valid columns) pairs, exactly those of
     ``scipy.optimize.linear_sum_assignment(cost[b][rows_b][:, cols_b])``. Runs on
     ``cost.device`` in float64 without host synchronisation.
     """
