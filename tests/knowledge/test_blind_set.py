@@ -80,3 +80,16 @@ def test_a_label_row_for_an_unknown_sentence_is_rejected_with_file_and_line(tmp_
 
     with pytest.raises(BlindSetError, match=r"labels.tsv:2: sentence_id 'nope-F0'"):
         load_blind_set(tmp_path)
+
+
+def test_the_sampler_reproduces_sentences_tsv_byte_for_byte(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("blind_sample", BLIND_SET_DIR / "sample.py")
+    sampler = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "blind_sample", sampler)  # dataclasses look their module up
+    spec.loader.exec_module(sampler)
+
+    sampler.main(["--out", str(tmp_path / "sentences.tsv")])
+
+    assert (tmp_path / "sentences.tsv").read_bytes() == (BLIND_SET_DIR / "sentences.tsv").read_bytes()

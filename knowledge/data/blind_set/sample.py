@@ -10,6 +10,10 @@ Rule: (A) 300 sentences drawn uniformly from all FINDINGS and IMPRESSION sentenc
 the finding's stems and none of the negation cues are drawn (distinct texts, seeded order)
 until the set holds ``MIN_STEM_HITS`` such sentences for that finding or the corpus has no
 more; (C) uniform draws top the set up to ``MIN_SENTENCES`` if needed.
+Second rule, added after reading A-C: (D) in rounds (``TOPUP_ROUNDS``), for each finding that
+still had fewer than 10 ``present`` rows after reading the set so far, a fixed number of more
+sentences by rule B's filter, round k from its own seeded stream (seed + k), so that earlier
+stages stay exactly as they were.
 """
 from __future__ import annotations
 
@@ -27,6 +31,12 @@ SEED = 19
 UNIFORM_DRAWS = 300
 MIN_STEM_HITS = 14
 MIN_SENTENCES = 420
+# (findings with < 10 present rows after reading the set so far, draws per finding). Fixed
+# here, not read back from labels.tsv, so the sample does not move when labels are added.
+TOPUP_ROUNDS = (
+    (("pulmonary edema", "pleural effusion", "pneumonia", "pulmonary nodule", "mass", "fibrotic band"), 12),
+    (("pneumonia",), 16),  # after round 1 pneumonia had 6: most IU pneumonia mentions are hedged
+)
 SECTIONS = ("FINDINGS", "IMPRESSION")
 HERE = Path(__file__).resolve().parent
 COLUMNS = ("sentence_id", "report", "section", "index", "normal_report", "text")
@@ -105,16 +115,44 @@ def _stem_hit(text: str, finding: str) -> bool:
     return any(stem in low for stem in STEMS[finding])
 
 
+def _asserted_hit(s: Sentence, finding: str) -> bool:
+    return _stem_hit(s.text, finding) and not NEGATION_CUES.search(s.text)
+
+
 def sample(sentences: list[Sentence], seed: int = SEED) -> list[Sentence]:
+    chosen = _sample_a_to_c(sentences, seed)
+    for k, (findings, draws) in enumerate(TOPUP_ROUNDS, start=1):
+        chosen = chosen + _topup(sentences, chosen, findings, draws, seed + k)
+    return chosen
+
+
+def _topup(sentences: list[Sentence], chosen: list[Sentence], findings: tuple[str, ...], draws: int,
+           seed: int) -> list[Sentence]:
+    rng = random.Random(seed)
+    taken = {s.sentence_id for s in chosen}
+    texts = {s.text.lower() for s in chosen}
+    added = []
+    for finding in findings:
+        pool = [s for s in sentences if _asserted_hit(s, finding)]
+        rng.shuffle(pool)
+        fresh = [s for s in pool if s.sentence_id not in taken and s.text.lower() not in texts]
+        for s in fresh[:draws]:
+            if s.text.lower() in texts:
+                continue
+            added.append(s)
+            taken.add(s.sentence_id)
+            texts.add(s.text.lower())
+    return added
+
+
+def _sample_a_to_c(sentences: list[Sentence], seed: int) -> list[Sentence]:
     rng = random.Random(seed)
     chosen = rng.sample(sentences, UNIFORM_DRAWS)
     taken = {s.sentence_id for s in chosen}
     texts = {s.text.lower() for s in chosen}
     for finding in STEMS:
-        def asserted_hit(s: Sentence) -> bool:
-            return _stem_hit(s.text, finding) and not NEGATION_CUES.search(s.text)
-        have = sum(asserted_hit(s) for s in chosen)
-        pool = [s for s in sentences if asserted_hit(s)]
+        have = sum(_asserted_hit(s, finding) for s in chosen)
+        pool = [s for s in sentences if _asserted_hit(s, finding)]
         rng.shuffle(pool)
         for s in pool:
             if have >= MIN_STEM_HITS:
