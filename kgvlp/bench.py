@@ -59,7 +59,7 @@ def bench_one(experiment_path, overrides, steps: int, warmup: int, label: str) -
     from kgvlp.objectives.objective_set import resolve_stages
 
     cfg = load_experiment(experiment_path, overrides).config
-    device = pick_device(cfg.trainer.device)
+    device = pick_device(cfg.trainer.device, cfg.trainer.precision)
     init_distributed(device)
     torch.manual_seed(cfg.seed)
     model = VLPModel(cfg.model, cfg.objectives, REGISTRY, resolve_stages(cfg.trainer.stages, 1))

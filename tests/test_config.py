@@ -77,6 +77,39 @@ def test_wrong_type_in_an_objective_option_fails_naming_the_key(tiny_yaml):
         load_experiment(tiny_yaml, ["objectives.cpa.num_prototypes=lots"])
 
 
+@pytest.mark.parametrize("override, choices", [
+    ("trainer.precision=fp8", "['fp32', 'bf16', 'bf16-weights', 'fp16']"),
+    ("trainer.zero_stage=5", "[0, 1, 2, 3]"),
+    ("trainer.device=tpu", "['auto', 'cpu', 'cuda']"),
+    ("model.text.global_pool=mean", "['cls', 'sentence_attention']"),
+    ("model.image.resnet_global_pool=max", "['avg', 'attention']"),
+    ("model.image.name=vit_huge", "'vit_base_patch16'"),
+    ("data.dataset=mimic", "'mimic_cxr'"),
+    ("data.entities=scispacy", "['none', 'ground_truth', 'linker']"),
+    ("eval.suite=everything", "['default', 'full', 'probe']"),
+    ("objectives.tkp_alignment.fusion=bilinear", "['attention', 'tucker']"),
+    ("objectives.itm.findings_from=reports", "['entities', 'labels', 'none']"),
+])
+def test_a_value_outside_a_fixed_set_fails_at_load_time_naming_the_choices(tiny_yaml, override, choices):
+    with pytest.raises(ConfigError) as error:
+        load_experiment(tiny_yaml, [override])
+
+    key, value = override.split("=")
+    assert f"config key {key!r}" in str(error.value)
+    assert f"Invalid value '{value}', expected one of" in str(error.value) and choices in str(error.value)
+
+
+def test_the_schemas_fixed_sets_are_the_registries_names():
+    from typing import get_args
+
+    from kgvlp.config.schema import EvalSuite, ImageEncoderName
+    from kgvlp.eval.tasks import SUITES
+    from kgvlp.models.image import IMAGE_ENCODERS
+
+    assert sorted(get_args(ImageEncoderName)) == sorted(IMAGE_ENCODERS)
+    assert sorted(get_args(EvalSuite)) == sorted(SUITES)
+
+
 def test_stage_weight_naming_an_unknown_objective_fails(tmp_path):
     path = write(tmp_path, "staged.yaml", TINY + """
 trainer:

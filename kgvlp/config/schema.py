@@ -6,27 +6,38 @@ the loader validates ``objectives.<name>`` against the class registered under th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 from omegaconf import II
+
+# Options with a fixed set of values: omegaconf checks a Literal at load time and names the
+# valid choices. Registries elsewhere read these (kgvlp.data.DATASETS, backend.PRECISIONS).
+ImageEncoderName = Literal["vit_test", "vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16",
+                           "resnet50", "resnet_test"]          # kgvlp/models/image.py
+DatasetName = Literal["synthcxr", "mimic_cxr", "iu_xray", "chexpert", "rsna_pneumonia", "covidx",
+                      "siim_acr", "object_cxr"]
+Precision = Literal["fp32", "bf16", "bf16-weights", "fp16"]
+EvalSuite = Literal["default", "full", "probe"]                # kgvlp/eval/tasks.py SUITES
 
 
 @dataclass
 class ImageEncoderConfig:
-    # vit_tiny_patch16 (tests) | vit_small_patch16 | vit_base_patch16 | resnet50
-    name: str = "vit_base_patch16"
+    # vit_test / resnet_test: tiny (tests); ViT-Ti/S/B 16-px patches; resnet50 (MGCA, PRIOR)
+    name: ImageEncoderName = "vit_base_patch16"
     image_size: int = 224
     in_chans: int = 1                 # radiographs are grey; timm sums RGB conv weights on load
     weights: Optional[str] = None     # local timm/open_clip state dict or kgvlp checkpoint; None = random
-    resnet_local_layer: str = "layer3"  # MGCA: layer3 (19×19 at 299 px); PRIOR: layer4 (7×7)
-    resnet_global_pool: str = "avg"   # avg (MGCA) | attention (PRIOR, CLIP-style attention pool)
+    # MGCA: layer3 (19×19 at 299 px); PRIOR: layer4 (7×7)
+    resnet_local_layer: Literal["layer1", "layer2", "layer3", "layer4"] = "layer3"
+    # avg (MGCA) | attention (PRIOR, CLIP-style attention pool)
+    resnet_global_pool: Literal["avg", "attention"] = "avg"
     gradient_checkpointing: bool = False
     # PRIOR: Linear width→N on the global vector and on the tokens (its global/local image
     # projections, 2048→768); None = the backbone's own widths.
     projection_dim: Optional[int] = None
     # permute: layer4 map → (B, HW, C) tokens in spatial order. official_view: PRIOR's
     # ``view(B, -1, C)`` of the (B, C, H, W) map, which scrambles channels and positions.
-    resnet_token_layout: str = "permute"
+    resnet_token_layout: Literal["permute", "official_view"] = "permute"
 
 
 @dataclass
@@ -45,7 +56,7 @@ class TextEncoderConfig:
     projection_dim: Optional[int] = None
     # Report vector: cls ([CLS] state) | sentence_attention (PRIOR: 8-head attention pool
     # over the sentence features, query = their mean, no position embedding).
-    global_pool: str = "cls"
+    global_pool: Literal["cls", "sentence_attention"] = "cls"
     sentence_slots: int = 32          # sentences per report kept in sentence features (PRIOR: 32)
 
 
@@ -74,7 +85,7 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthcxr"         # synthcxr | mimic_cxr | iu_xray (see kgvlp.data.DATASETS)
+    dataset: DatasetName = "synthcxr"
     root: Optional[str] = None        # prepared cache folder; None for synthcxr = generate one
     cache_dir: str = ".kgvlp_cache"   # where generated/prepared data goes when root is None
     synth_n: int = 2000
@@ -92,7 +103,7 @@ class DataConfig:
     max_samples: Optional[int] = None
     # Linked UMLS concepts per report (MLIP, kgvlp/data/entities.py): none | ground_truth
     # (SynthCXR's mentions) | linker (knowledge linker, cached per report).
-    entities: str = "none"
+    entities: Literal["none", "ground_truth", "linker"] = "none"
     knowledge_graph: Optional[str] = None       # saved graph; None = bundled subset (built into cache_dir)
     knowledge_embeddings: Optional[str] = None  # `kgvlp knowledge embed` output; None = for the bundled graph
     link_cache: Optional[str] = None            # linker cache folder (entities: linker)
@@ -120,14 +131,14 @@ class TrainerConfig:
     weight_decay: float = 0.05
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_ratio: float = 0.4         # MGCA's LinearWarmupCosineAnnealing: 40% of steps
-    zero_stage: int = 0
-    precision: str = "fp32"           # fp32 | bf16 (autocast, fp32 weights) | bf16-weights | fp16
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    precision: Precision = "fp32"     # fp32 | bf16 (autocast, fp32 weights) | bf16-weights | fp16
     grad_accum: int = 1
     grad_clip: float = 0.0            # 0 = off
     activation_checkpointing: bool = False
     compile: bool = False             # torch.compile the encoders
     tf32: bool = True                 # TF32 matmuls on CUDA for fp32 parts
-    device: str = "auto"              # auto | cpu | cuda
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = 10
     checkpoint_every: int = 0         # steps; 0 = only at the end
     keep_checkpoints: int = 2
@@ -139,7 +150,7 @@ class TrainerConfig:
 @dataclass
 class EvalConfig:
     at_end: bool = False
-    suite: str = "default"
+    suite: EvalSuite = "default"
     fractions: List[float] = field(default_factory=lambda: [0.01])
     seeds: List[int] = field(default_factory=lambda: [0])
     max_epochs: int = 50

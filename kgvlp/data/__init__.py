@@ -7,15 +7,17 @@ Public API::
                                                  -> DownstreamDataset of DownstreamItem
     Collator(tokenizer, max_length)              -> samples → kgvlp.data.batch.Batch
 """
+from typing import get_args
+
+from kgvlp.config.schema import DatasetName
 from kgvlp.data.batch import Batch
 from kgvlp.data.collate import Collator, Sample
 from kgvlp.data.datasets import (DownstreamDataset, DownstreamItem, PretrainDataset,
                                  build_downstream_dataset, build_pretrain_dataset,
                                  collate_downstream)
 
-# Dataset names accepted by DataConfig.dataset and `kgvlp data prepare`.
-DATASETS = ("synthcxr", "mimic_cxr", "iu_xray", "chexpert", "rsna_pneumonia", "covidx",
-            "siim_acr", "object_cxr")
+# Dataset names accepted by DataConfig.dataset (its Literal) and `kgvlp data prepare`.
+DATASETS = get_args(DatasetName)
 
 __all__ = ["Batch", "Collator", "Sample", "DATASETS", "DownstreamDataset", "DownstreamItem",
            "PretrainDataset", "build_downstream_dataset", "build_pretrain_dataset",

@@ -10,19 +10,62 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import torch
 
-from kgvlp.config.schema import TrainerConfig
+from kgvlp.config.schema import Precision, TrainerConfig
 from kgvlp.files import write_text_atomic
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, precision: str | None = None) -> torch.device:
+    """The device ``trainer.device`` names; with ``precision``, refuse (before any model or
+    data is built) a precision DeepSpeed would refuse on it after both are built."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("trainer.device=cuda but no CUDA device is visible")
-    return torch.device(name)
+    else:
+        device = torch.device(name)
+    if precision is not None and precision not in supported_precisions(device):
+        from kgvlp.config.loader import ConfigError
+        raise ConfigError(f"trainer.precision={precision}: {describe_device(device)} cannot run it; "
+                          f"it can run {', '.join(supported_precisions(device))}")
+    return device
+
+
+def _cpu_runs_fp16() -> bool:
+    """DeepSpeed's CPU accelerator asks oneDNN (``is_fp16_supported``): AVX512-FP16 or AMX-FP16."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def supported_precisions(device: torch.device) -> tuple[str, ...]:
+    """The ``trainer.precision`` values DeepSpeed 0.19's engine accepts on ``device`` (its
+    ``_do_sanity_check`` asks the accelerator), without importing DeepSpeed."""
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        fp16 = major >= 7 or (major == 6 and os.environ.get("DS_ALLOW_DEPRECATED_FP16") == "1")
+        bf16 = torch.cuda.is_bf16_supported()
+    else:
+        fp16, bf16 = _cpu_runs_fp16(), True
+    able = {"fp32": True, "bf16": bf16, "bf16-weights": bf16, "fp16": fp16}
+    return tuple(p for p in PRECISIONS if able[p])
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"this GPU ({torch.cuda.get_device_name(device)})"
+    import platform
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"this CPU ({model})"
 
 
 def _free_port() -> int:
@@ -70,7 +113,7 @@ def _no_deepspeed_builds() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-PRECISIONS = ("fp32", "bf16", "bf16-weights", "fp16")
+PRECISIONS = get_args(Precision)
 HALF_WEIGHTS = {"bf16-weights": torch.bfloat16, "fp16": torch.float16}   # DeepSpeed's own half modes
 
 

@@ -86,7 +86,7 @@ class Trainer:
                  resume: Path | None = None, dataset=None):
         cfg = self.cfg = experiment.config
         self.experiment = experiment
-        self.device = pick_device(cfg.trainer.device)
+        self.device = pick_device(cfg.trainer.device, cfg.trainer.precision)
         init_distributed(self.device)
         self.rank = torch.distributed.get_rank()
         self.world = torch.distributed.get_world_size()

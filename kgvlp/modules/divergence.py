@@ -17,6 +17,7 @@ partitions for the update through ``modifiable``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,10 +31,10 @@ from kgvlp.modules.service import Service, ServiceConfig
 
 @dataclass
 class DivergenceConfig(ServiceConfig):
-    update: str = "ema"            # ours: ema (MoCo/ALBEF) | copy (re-copy every copy_every steps)
+    update: Literal["ema", "copy"] = "ema"  # ours: ema (MoCo/ALBEF) | copy (re-copy every copy_every steps)
     momentum: float = 0.995        # ours (ALBEF 0.995): start of the cosine schedule
     momentum_end: float = 1.0      # ours (BYOL): momentum reaches this at the last step
-    schedule: str = "cosine"       # cosine | constant (momentum throughout)
+    schedule: Literal["cosine", "constant"] = "cosine"  # cosine | constant (momentum throughout)
     copy_every: int = 1000         # update: copy
     queue_size: int = 0            # ours: 0 = no queue; MoCo/ALBEF use 65536 / 57600
     channels_last: bool = True     # CNN copy in NHWC layout: same math, faster convs (no effect on ViTs)

@@ -22,6 +22,7 @@ Terms are returned already multiplied by their ``*_weight``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ class CategoryContrastConfig(ObjectiveConfig):
     instance_weight: float = 1.0       # ours
     instance_temperature: float = 0.07
     jaccard_threshold: float = 0.5     # ours: pairs at or above are not negatives
-    false_negatives: str = "remove"    # remove | soft
+    false_negatives: Literal["remove", "soft"] = "remove"  # remove | soft
     empty_sets_match: bool = True      # two reports without affirmed findings share a "category"
     gather: bool = True
 

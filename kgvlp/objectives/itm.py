@@ -16,6 +16,7 @@ a generator seeded by the step and rank so a resumed run draws the same ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,14 +33,16 @@ FINDINGS_SOURCES = ("entities", "labels", "none")
 
 @dataclass
 class ITMConfig(ObjectiveConfig):
-    fusion: str = "attention"          # attention (ALBEF) | tucker (paper names Tucker fusion)
+    # attention (ALBEF) | tucker (paper names Tucker fusion)
+    fusion: Literal["attention", "tucker"] = "attention"
     width: int = 256                   # ours
     layers: int = 2                    # ours (ALBEF: 6)
     heads: int = 4
     tucker_rank: int = 8
     tucker_hidden: int = 256
     temperature: float = 0.07          # of the similarity softmax that draws negatives
-    findings_from: str = "entities"    # entities | labels | none: what "same findings" means
+    # entities | labels | none: what "same findings" means
+    findings_from: Literal["entities", "labels", "none"] = "entities"
     same_findings_threshold: float = 1.0   # Jaccard ≥ this = same findings (1 = identical sets)
     seed: int = 0
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,14 +34,15 @@ MODES = ("feature_dropout", "patch_mask")
 
 @dataclass
 class MaskedReconstructionConfig(ObjectiveConfig):
-    mode: str = "feature_dropout"  # feature_dropout (PRIOR, any encoder) | patch_mask (MAE, ViT only)
+    # feature_dropout (PRIOR, any encoder) | patch_mask (MAE, ViT only)
+    mode: Literal["feature_dropout", "patch_mask"] = "feature_dropout"
     dropout: float = 0.5           # feature_dropout: Dropout2d rate, code image_rec_drop_out_rate 0.5
     in_chans: int = 1              # reconstructed channels: code num_colors 1
     decoder_width: int = 128       # patch_mask: ours (MAE: 512)
     decoder_layers: int = 2        # patch_mask: ours (MAE: 8)
     decoder_heads: int = 4         # patch_mask: ours (MAE: 16)
     norm_pix: bool = True          # patch_mask: per-patch normalised targets (MAE's best setting)
-    loss: str = "mse"              # patch_mask: mse (MAE) | l1 (PRIOR's pixel loss)
+    loss: Literal["mse", "l1"] = "mse"  # patch_mask: mse (MAE) | l1 (PRIOR's pixel loss)
     official_quirks: bool = False  # feature_dropout: maps built by view without permute (code)
 
 

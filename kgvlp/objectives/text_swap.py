@@ -16,6 +16,7 @@ context, a cue a re-encoded swap would not give (docs/mlip.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ class TextSwapConfig(ObjectiveConfig):
     layers: int = 2                # ours
     heads: int = 4
     use_image: bool = True         # ours: sentences also attend to the image patches
-    findings_from: str = "entities"    # entities | labels | none
+    findings_from: Literal["entities", "labels", "none"] = "entities"  # entities | labels | none
     different_below: float = 1.0   # donor's Jaccard with the report must be < this
     seed: int = 1
 

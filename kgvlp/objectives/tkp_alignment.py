@@ -19,6 +19,7 @@ are true negatives for an effusion). The attention, heads and τ are ours (docs/
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +37,14 @@ class TKPConfig(ObjectiveConfig):
     attention_dim: int = 256        # ours: width of the concept cross-attention
     num_heads: int = 4              # ours
     temperature: float = 0.07       # ours
-    fusion: str = "attention"       # attention (heads on the attended features) | tucker (paper names it)
+    # attention (heads on the attended features) | tucker (paper names it)
+    fusion: Literal["attention", "tucker"] = "attention"
     tucker_rank: int = 8            # ours: rank R of the Tucker core
     tucker_hidden: int = 256
-    word_scope: str = "report"      # ours: report (all words) | mention (the concept's own words)
-    uncertain: str = "positive"     # hedged mentions: positive (as affirmed) | exclude
+    # ours: report (all words) | mention (the concept's own words)
+    word_scope: Literal["report", "mention"] = "report"
+    # hedged mentions: positive (as affirmed) | exclude
+    uncertain: Literal["positive", "exclude"] = "positive"
     negated_as_negatives: bool = True
     gather: bool = True             # instances of the global batch
 
