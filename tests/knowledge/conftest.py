@@ -9,5 +9,11 @@ def bundled_graph():
 
 
 @pytest.fixture(scope="session")
-def linker(bundled_graph, tmp_path_factory):
-    return knowledge.Linker(bundled_graph, index_dir=tmp_path_factory.mktemp("linker"))
+def linker(bundled_graph):
+    return knowledge.Linker(bundled_graph)
+
+
+@pytest.fixture(scope="session")
+def name_of(bundled_graph):
+    """CUI → preferred name, so tests read in words."""
+    return lambda cui: bundled_graph.nodes[cui]["name"]

@@ -60,7 +60,7 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "artificial mitral heart valve": (None, DEVICE, ["mitral valve replacement"]),
     "asbestosis signs": ("asbestosis", DIS, []),
     "ascendent aortic elongation": ("ascending aorta elongation", FIND, []),
-    "atelectasis": (None, PATH, ["atelectatic change", "subsegmental atelectasis", "collapse"]),
+    "atelectasis": (None, PATH, ["atelectatic change", "subsegmental atelectasis", "lobar collapse"]),
     "atelectasis basal": ("basilar atelectasis", PATH, ["bibasilar atelectasis", "basal atelectasis"]),
     "atypical pneumonia": (None, DIS, []),
     "axial hyperostosis": ("diffuse idiopathic skeletal hyperostosis", DIS, ["DISH", "axial hyperostosis"]),
@@ -80,8 +80,9 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "cardiomegaly": (None, FIND, ["enlarged heart", "cardiac enlargement", "enlarged cardiac silhouette",
                                   "heart enlargement", "enlarged heart size"]),
     "catheter": (None, DEVICE, []),
-    "cavitation": (None, FIND, ["cavitary lesion", "cavity"]),
-    "central venous catheter": (None, DEVICE, ["central line", "central venous line", "CVC"]),
+    "cavitation": (None, FIND, ["cavitary lesion", "cavitary"]),
+    "central venous catheter": (None, DEVICE, ["central line", "central venous line", "CVC", "PICC",
+                                                "PICC line", "peripherally inserted central catheter"]),
     "central venous catheter via jugular vein": ("internal jugular central venous catheter", DEVICE,
                                                  ["jugular catheter", "internal jugular line"]),
     "central venous catheter via subclavian vein": ("subclavian central venous catheter", DEVICE,
@@ -91,7 +92,8 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "chest drain tube": ("chest tube", DEVICE, ["chest drain", "thoracostomy tube"]),
     "chronic changes": ("chronic lung changes", FIND, ["chronic changes", "chronic lung disease"]),
     "clavicle fracture": (None, INJ, ["clavicular fracture"]),
-    "consolidation": (None, FIND, ["airspace consolidation", "focal consolidation", "pneumonic consolidation"]),
+    "consolidation": (None, FIND, ["airspace consolidation", "focal consolidation", "pneumonic consolidation",
+                                    "consolidative opacity"]),
     "costophrenic angle blunting": (None, FIND, ["blunting of the costophrenic angle", "costophrenic blunting",
                                                  "blunted costophrenic angle"]),
     "cyst": (None, FIND, []),
@@ -101,7 +103,7 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "diaphragmatic eventration": (None, ANAT_ABN, ["eventration"]),
     "double J stent": (None, DEVICE, []),
     "dual chamber device": ("dual chamber pacemaker", DEVICE, []),
-    "emphysema": (None, DIS, ["emphysematous change", "hyperinflation"]),
+    "emphysema": (None, DIS, ["emphysematous change"]),
     "empyema": (None, DIS, []),
     "endoprosthesis": ("stent", DEVICE, ["endoprosthesis", "vascular stent"]),
     "endotracheal tube": (None, DEVICE, ["ET tube", "ETT", "endotracheal intubation"]),
@@ -111,7 +113,7 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "fracture": (None, INJ, []),
     "gastrostomy tube": (None, DEVICE, []),
     "goiter": (None, DIS, []),
-    "granuloma": (None, FIND, ["granulomatous disease", "old granulomatous disease"]),
+    "granuloma": (None, FIND, ["granulomatous disease", "old granulomatous disease", "prior granulomatous disease"]),
     "ground glass pattern": ("ground-glass opacity", FIND, ["ground glass opacity", "ground glass"]),
     "gynecomastia": (None, DIS, []),
     "heart insufficiency": ("heart failure", DIS, ["congestive heart failure", "CHF", "cardiac failure"]),
@@ -125,8 +127,10 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "humeral prosthesis": (None, DEVICE, []),
     "hydropneumothorax": (None, DIS, []),
     "hyperinflated lung": ("hyperinflated lungs", FIND, ["hyperexpanded lungs", "hyperexpansion",
-                                                         "hyperinflated lung", "overinflation"]),
-    "increased density": ("opacity", FIND, ["increased density", "opacification", "density"]),
+                                                         "hyperinflated lung", "overinflation", "hyperinflation",
+                                                         "hyperinflated", "hyperexpanded", "hyperaerated",
+                                                         "hyperaeration", "overinflated", "overexpanded"]),
+    "increased density": ("opacity", FIND, ["increased density", "opacification"]),
     "infiltrates": ("infiltrate", FIND, ["pulmonary infiltrate", "infiltration"]),
     "interstitial pattern": (None, FIND, ["interstitial opacity", "interstitial marking",
                                           "interstitial disease", "interstitial prominence"]),
@@ -162,7 +166,7 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "pleural plaques": ("pleural plaque", FIND, ["calcified pleural plaque"]),
     "pleural thickening": (None, FIND, ["pleural scarring"]),
     "pneumomediastinum": (None, FIND, []),
-    "pneumonia": (None, DIS, ["pneumonitis", "infectious process", "infection"]),
+    "pneumonia": (None, DIS, []),
     "pneumoperitoneo": ("pneumoperitoneum", FIND, ["free intraperitoneal air", "free air"]),
     "pneumothorax": (None, DIS, ["PTX"]),
     "post radiotherapy changes": ("post-radiation changes", FIND, ["radiation fibrosis", "post radiotherapy changes"]),
@@ -201,7 +205,7 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "total atelectasis": ("lung collapse", PATH, ["total atelectasis", "complete collapse"]),
     "tracheostomy tube": (None, DEVICE, ["tracheostomy"]),
     "tuberculosis": (None, DIS, ["TB"]),
-    "tuberculosis sequelae": (None, FIND, ["old tuberculosis", "prior granulomatous disease"]),
+    "tuberculosis sequelae": (None, FIND, ["old tuberculosis", "sequela of tuberculosis"]),
     "vascular redistribution": ("pulmonary vascular redistribution", FIND,
                                 ["cephalization", "vascular redistribution", "pulmonary vascular congestion"]),
     "ventriculoperitoneal drain tube": ("ventriculoperitoneal shunt", DEVICE, ["VP shunt"]),
@@ -322,6 +326,12 @@ DEFINITIONS = {  # written by the project
     "loc diaphragm": "Musculotendinous partition separating the thorax from the abdomen.",
 }
 NON_FINDINGS = {"normal", "exclude", "unchanged", "suboptimal study"}
+# Aliases never written, with the reason (alias review, see README.md): each is a common
+# word with a different meaning in chest reports.
+DROPPED_ALIASES = {
+    "column": "'tracheal air column', 'air column' (the PadChest label 'loc column' means the spine)",
+    "dai": "PadChest's Spanish label for a defibrillator; not an English report word",
+}
 
 
 def _padchest_csv() -> Path:
@@ -389,7 +399,8 @@ def concept_table(label_cui: dict[str, str]) -> dict[str, dict]:
             aliases = [label] + aliases
         else:
             raise KeyError(f"PadChest label {label!r} has no curation entry")
-        unique = list(dict.fromkeys(a for a in aliases if a.lower() != name.lower()))
+        unique = list(dict.fromkeys(a for a in aliases
+                                    if a.lower() != name.lower() and a.lower() not in DROPPED_ALIASES))
         concepts[label] = {"cui": cui, "name": name, "aliases": unique, "tui": tui,
                            "definition": DEFINITIONS.get(label)}
     return concepts
