@@ -42,6 +42,22 @@ def _link(args) -> None:
           f"{args.processes} processes); {with_concept / max(len(reports), 1):.1%} with >=1 concept -> {args.out}")
 
 
+def _evaluate(args) -> None:
+    from knowledge.blind_set import BLIND_SET_DIR, load_blind_set
+    from knowledge.evaluate import evaluate, format_report
+    from knowledge.graph import build_graph, load_graph
+
+    blind = load_blind_set(args.blind_set or BLIND_SET_DIR)
+    g = load_graph(args.graph) if args.graph else build_graph()
+    results = evaluate(blind, g)
+    print(format_report([r for r, _ in results], blind))
+    if args.errors:
+        for system, errors in results:
+            print(f"\n{system.name}: {len(errors)} wrong pairs (first {args.errors})")
+            for e in errors[:args.errors]:
+                print(f"  {e['sentence_id']}\t{e['finding']}\tgold {e['gold']}\tpredicted {e['predicted']}\t{e['text']}")
+
+
 def _embed(args) -> None:
     from knowledge.embeddings import ConceptEmbeddings
     from knowledge.graph import load_graph
@@ -100,6 +116,12 @@ def register(subparsers) -> None:
     p.add_argument("--cache", type=Path, default=None, help="cache folder (default: none)")
     p.add_argument("--limit", type=int, default=0)
     p.set_defaults(func=_link)
+
+    p = subparsers.add_parser("evaluate", help="linker and two baselines on the blind set of IU sentences")
+    p.add_argument("--graph", type=Path, default=None, help="graph file (default: the bundled subset)")
+    p.add_argument("--blind-set", type=Path, default=None, help="blind-set folder (default: the bundled one)")
+    p.add_argument("--errors", type=int, default=0, help="print this many wrong pairs per system")
+    p.set_defaults(func=_evaluate)
 
     p = subparsers.add_parser("embed", help="concept embeddings and faiss index")
     p.add_argument("--graph", type=Path, required=True)

@@ -287,8 +287,12 @@ ISA = [
     ("loc cervical vertebrae", "loc column"), ("loc dorsal vertebrae", "loc column"),
     ("loc humeral head", "loc humerus"), ("loc humeral neck", "loc humerus"),
 ]
-# Not isa: "surgery lung" is not a sternotomy; drop that curated typo defensively.
-ISA = [p for p in ISA if p != ("surgery lung", "sternotomy")]
+# Not isa, dropped: lung surgery is not a sternotomy; subcutaneous emphysema (air in the soft
+# tissues) is not a kind of pulmonary emphysema; pulmonary edema is not a kind of heart failure
+# (one of its causes).
+NOT_ISA = {("surgery lung", "sternotomy"), ("subcutaneous emphysema", "emphysema"),
+           ("pulmonary edema", "heart insufficiency")}
+ISA = [p for p in ISA if p not in NOT_ISA]
 DEFINITIONS = {  # written by the project
     "pleural effusion": "Abnormal accumulation of fluid in the pleural space between the lung and chest wall.",
     "pneumothorax": "Air in the pleural space causing partial or complete collapse of the lung.",
