@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, UnsupportedInterpolationType
 
 from kgvlp.config.schema import ExperimentConfig
 from kgvlp.files import write_text_atomic
@@ -36,9 +37,10 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
         raise ConfigError(f"{path}: base files include each other: {' → '.join(map(str, seen + (path,)))}")
     if not path.is_file():
         raise ConfigError(f"experiment file {path} does not exist")
-    node = OmegaConf.load(path)
+    node = read_yaml(path)
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    refuse_targets(node, str(path))
     bases = node.pop(BASES_KEY, None) or []
     if isinstance(bases, str):
         bases = [bases]
@@ -46,6 +48,50 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     for base in bases:
         merged = OmegaConf.merge(merged, _read_with_bases((path.parent / base), seen + (path,)))
     return OmegaConf.merge(merged, node)
+
+
+def read_yaml(path: Path) -> DictConfig | ListConfig:
+    """``path`` as plain YAML (omegaconf's safe loader): a ``!!python/…`` tag, a syntax error,
+    an alias bomb or bytes that are not UTF-8 are a ConfigError naming the file and line."""
+    try:
+        return OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+        if "constructor for the tag" in problem:
+            raise ConfigError(f"{path}{_line(err)}: YAML tag {problem.rsplit(' ', 1)[-1]} refused: experiment "
+                              "files are plain YAML (mappings, lists, numbers, strings); nothing is "
+                              "constructed from a tag") from None
+        raise ConfigError(f"{path}{_line(err)}: not valid YAML: {problem.split('. See ')[0]}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}): expected a YAML experiment file") from None
+    except ValueError as err:   # omegaconf's limits on alias expansion and recursive aliases
+        raise ConfigError(f"{path}: {str(err).splitlines()[0]}") from None
+
+
+def _line(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    return f", line {mark.line + 1}" if mark is not None else ""
+
+
+# Hydra's instantiation key: a config naming a class or function to call. kgvlp builds only
+# the classes its registries list, so the key is refused wherever it appears.
+TARGET_KEY = "_target_"
+
+
+def refuse_targets(node: Any, source: str, prefix: str = "") -> None:
+    """ConfigError naming ``source`` and the key if any mapping under ``node`` has ``_target_``."""
+    if isinstance(node, DictConfig):
+        items = ((str(k), node._get_node(k)) for k in node.keys())
+    elif isinstance(node, ListConfig):
+        items = ((f"[{i}]", node._get_node(i)) for i in range(len(node)))
+    else:
+        return
+    for key, child in items:
+        where = f"{prefix}.{key}".lstrip(".") if not key.startswith("[") else f"{prefix}{key}"
+        if key == TARGET_KEY:
+            raise ConfigError(f"{source}: config key {where!r} refused: kgvlp never instantiates a class "
+                              "named in a config; objectives and services are chosen by their registered names")
+        refuse_targets(child, source, where)
 
 
 def _valid_keys(schema_node: Any) -> list[str]:
@@ -66,6 +112,8 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig, where: str = "") -
         return ConfigError(f"unknown config key {shown!r}{hint}; valid keys under "
                            f"{shown_parent or 'the top level'}: {', '.join(valid)}")
     message = str(getattr(err, "msg", err)).splitlines()[0]
+    if isinstance(err, UnsupportedInterpolationType):
+        message += " (kgvlp registers no resolvers: ${other.key} and omegaconf's oc.* resolvers work)"
     return ConfigError(f"config key {shown!r}: {message}")
 
 
@@ -99,7 +147,9 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple
         if "=" not in override:
             raise ConfigError(f"override {override!r}: expected key=value")
     try:
-        raw = OmegaConf.merge(raw, OmegaConf.from_dotlist(list(overrides)))
+        overridden = OmegaConf.from_dotlist(list(overrides))
+        refuse_targets(overridden, "command line")
+        raw = OmegaConf.merge(raw, overridden)
     except OmegaConfBaseException as err:
         raise ConfigError(f"overrides {list(overrides)}: {err}") from None
     schema = OmegaConf.structured(ExperimentConfig)
@@ -108,6 +158,7 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple
     OmegaConf.set_struct(schema.model.services, False)
     try:
         tree = OmegaConf.merge(schema, raw)
+        OmegaConf.to_container(tree, resolve=True)   # every ${…} resolves now, or its key is named
     except OmegaConfBaseException as err:
         raise _explain(err, schema) from None
     objectives = _validate_objectives(tree.objectives, registry)
