@@ -56,27 +56,33 @@ def negation_termset() -> dict[str, list[str]]:
 
 def uncertainty_termset() -> dict[str, list[str]]:
     preceding = ["may", "might", "could", "possible", "possibly", "probable", "probably", "likely",
-                 "questionable", "questionably", "question of", "suspicious for", "suspicion of",
+                 "questionable", "questionably", "question", "question of", "suspicious for", "suspicion of",
                  "suspicious", "concerning for", "concern for", "suggestive of", "suggesting", "suggests",
                  "suggest", "worrisome for", "cannot exclude", "can not exclude", "cannot rule out",
-                 "can not rule out", "rule out", "r/o", "evaluate for", "differential", "consider",
-                 "considered", "equivocal", "borderline", "presumed", "presumably", "suspected", "suspect",
-                 "indeterminate", "difficult to exclude", "versus", "vs", "favor", "favored", "favoring",
-                 "or less likely", "may represent", "could represent", "might represent", "can be seen with",
-                 "cannot be excluded", "not excluded", "perhaps"]
+                 "can not rule out", "rule out", "r/o", "evaluate for", "evaluation for", "differential",
+                 "consider", "considered", "equivocal", "borderline", "presumed", "presumably", "suspected",
+                 "suspect", "indeterminate", "difficult to exclude", "versus", "vs", "favor", "favored",
+                 "favoring", "or less likely", "may represent", "could represent", "might represent",
+                 "can be seen with", "cannot be excluded", "not excluded", "perhaps",
+                 # IU's anonymisation token stands where a hedge stood ("XXXX representing pneumonia")
+                 "xxxx represent", "xxxx represents", "xxxx representing", "xxxx reflect", "xxxx reflects",
+                 "xxxx reflecting", "xxxx sequela of", "xxxx sequelae of", "is xxxx", "are xxxx"]
     following = ["cannot be excluded", "can not be excluded", "not excluded", "is not excluded",
                  "are not excluded", "not entirely excluded", "not completely excluded", "cannot be ruled out",
                  "can not be ruled out", "not ruled out", "not be ruled out", "is possible", "are possible",
                  "is suspected", "are suspected", "suspected", "is questioned", "is likely", "is favored",
                  "would be a consideration", "is a consideration", "a consideration", "is considered",
                  "could be considered", "versus", "vs", "or less likely", "less likely", "more likely",
-                 "difficult to exclude", "questionable", "is not entirely excluded", "?"]
+                 "difficult to exclude", "difficult to entirely exclude", "questionable", "is not entirely excluded",
+                 "is limited", "?"]
+    # explanations stay in the hedge's scope ("opacity, likely representing atelectasis")
+    explanations = {"which", "secondary to", "due to", "representing", "consistent with", "compatible with"}
+    stops = [t for t in termset("en_clinical").get_patterns()["termination"] + _STOP if t not in explanations]
     return {"pseudo_negations": ["no doubt", "without doubt", "likely benign"],
             "preceding_negations": sorted(set(preceding)),
             "following_negations": sorted(set(following)),
             # a negation opens a new clause: "possible effusion with no pneumothorax"
-            "termination": sorted(set(termset("en_clinical").get_patterns()["termination"] + _STOP
-                                      + ["no", "without"]))}
+            "termination": sorted(set(stops + ["no", "without"]))}
 
 
 def add_context(nlp) -> None:

@@ -4,7 +4,9 @@ Unit: one (sentence, finding) pair, each sentence linked on its own. Gold is the
 label (present / absent / uncertain) or *none* when the sentence has no row for the finding.
 A system's status for a pair: its mentions of the finding's concept or of a concept that
 ``isa`` it (the blind set's labelling convention: calcified granuloma → granuloma), combined by
-:func:`knowledge.baselines.combine` (asserted beats hedged beats negated).
+:func:`knowledge.baselines.combine` (asserted beats hedged beats negated). A concept that is
+itself one of the findings counts for itself only (the blind set reads consolidation, a
+finding, apart from opacity, although the subset says consolidation isa opacity).
 
 * Finding P/R/F1: positive = ``present`` (hedged and negated mentions are not positives).
   Micro over all findings; macro over findings with ≥ ``MACRO_MIN_POSITIVES`` gold positives.
@@ -88,8 +90,9 @@ def _ratio(a: int, b: int) -> float:
     return a / b if b else 0.0
 
 
-def descendants(g: nx.MultiDiGraph, cui: str) -> set[str]:
-    """``cui`` and every concept that isa it (edges child → parent with RELA isa)."""
+def descendants(g: nx.MultiDiGraph, cui: str, apart: frozenset[str] = frozenset()) -> set[str]:
+    """``cui`` and every concept that isa it (edges child → parent with RELA isa), not
+    descending into the concepts in ``apart`` (other findings)."""
     children: dict[str, set[str]] = {}
     for child, parent, d in g.edges(data=True):
         if d.get("rela") == "isa":
@@ -97,7 +100,7 @@ def descendants(g: nx.MultiDiGraph, cui: str) -> set[str]:
     found, todo = {cui}, [cui]
     while todo:
         for child in children.get(todo.pop(), ()):
-            if child not in found:
+            if child not in found and child not in apart:
                 found.add(child)
                 todo.append(child)
     return found
@@ -108,7 +111,7 @@ def finding_synonyms(g: nx.MultiDiGraph, cuis: Sequence[str]) -> dict[str, list[
     out = {}
     for cui in cuis:
         names = []
-        for member in sorted(descendants(g, cui)):
+        for member in sorted(descendants(g, cui, frozenset(cuis) - {cui})):
             d = g.nodes[member]
             names += [d["name"], *d.get("aliases", [])]
         out[cui] = sorted(set(names))
@@ -124,7 +127,7 @@ class KgvlpLinker:
         self.linker = linker
         self.finding_of: dict[str, list[str]] = {}
         for cui in cuis:
-            for member in descendants(g, cui):
+            for member in descendants(g, cui, frozenset(cuis) - {cui}):
                 self.finding_of.setdefault(member, []).append(cui)
 
     def predict(self, sentences: Sequence[str]) -> list[dict[str, str]]:

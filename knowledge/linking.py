@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 import networkx as nx
 
-from knowledge import context
+from knowledge import context, statements
 from knowledge.graph import graph_fingerprint, load_graph
 from knowledge.variants import VariantNormalizer, singular  # noqa: F401  (singular: public API)
 
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 WORD = re.compile(r"\w+")
 CHUNK_CHARS = 20_000  # longer reports are linked in pieces cut at sentence ends (spaCy E088 otherwise)
 _ABBREVIATION = re.compile(r"[A-Z][A-Z0-9]{1,5}")
+OPACITY_HEADS = ("opacity", "opacification", "density")
+HEADS, STATUS = "kgvlp_heads", "kgvlp_status"  # doc.user_data keys set by ConceptMatcher
 
 
 @dataclasses.dataclass
@@ -65,6 +67,18 @@ def concept_aliases(g: nx.MultiDiGraph) -> dict[str, list[str]]:
     return out
 
 
+FINDING_TUIS = {"T020", "T033", "T046", "T047", "T190", "T191"}
+
+
+def qualified_findings(g: nx.MultiDiGraph) -> set[str]:
+    """Findings (not devices, anatomy or concepts that already isa opacity) whose
+    "<qualifier> opacity" aliases also state an opacity."""
+    opacity_kinds = {u for u, v, d in g.edges(data=True) if d.get("rela") == "isa"
+                     and g.nodes[v].get("name", "").lower() in OPACITY_HEADS}
+    return {cui for cui, d in g.nodes(data=True)
+            if FINDING_TUIS.intersection(d.get("tuis", ())) and cui not in opacity_kinds}
+
+
 def is_abbreviation(alias: str) -> bool:
     """Upper-case short forms ("PTX", "COPD") match only as written: "tb"/"dish" are words."""
     return bool(_ABBREVIATION.fullmatch(alias))
@@ -86,7 +100,10 @@ class ConceptMatcher:
     ``ent_id_`` = CUI). ``reference=True`` swaps spaCy's PhraseMatcher for a plain scan over
     every word n-gram (the slow path the fast one is checked against)."""
 
-    def __init__(self, nlp, aliases: dict[str, list[str]], reference: bool = False):
+    def __init__(self, nlp, aliases: dict[str, list[str]], reference: bool = False,
+                 qualified: set[str] | None = None):
+        """qualified: concepts whose alias "<qualifier> opacity/density" also states an opacity
+        ("nodular opacity": a nodule and an opacity); default none."""
         from spacy.matcher import PhraseMatcher
 
         self.vocab = nlp.vocab
@@ -124,6 +141,11 @@ class ConceptMatcher:
         for short, cui in self.abbreviations.items():
             self.case_matcher.add(cui, [nlp.make_doc(short), nlp.make_doc(short + "s")])
         self.max_words = max((len(k) for k in self.phrases), default=1)
+        self.cardiomegaly = self.phrases.get(self.key_of(nlp, "cardiomegaly"))
+        head_keys = [self.key_of(nlp, w) for w in OPACITY_HEADS]
+        self.head_concept = {key: self.phrases[key] for key in head_keys if key in self.phrases}
+        self.also_head = {key: self.head_concept[key[-1:]] for key, cui in self.phrases.items()
+                          if len(key) > 1 and key[-1:] in self.head_concept and cui in (qualified or ())}
 
     def key_of(self, nlp, phrase: str) -> tuple[str, ...]:
         """The matching keys of a phrase's words ("Pleural effusions" → ("pleural", "effusion"))."""
@@ -171,7 +193,43 @@ class ConceptMatcher:
                 chosen.append((start, end, cui))
                 taken.update(range(start, end))
         chosen += self._defined_abbreviations(doc, chosen, taken)
+        chosen, status = self._heart_statements(doc, chosen)
         doc.ents = [Span(doc, s, e, label="CONCEPT", span_id=cui) for s, e, cui in sorted(chosen)]
+        doc.user_data[STATUS] = {(doc[s].idx, doc[e - 1].idx + len(doc[e - 1])): v for (s, e), v in status.items()}
+        heads = []
+        for start, end, cui in chosen:
+            head = self.also_head.get(tuple(t.norm_ for t in doc[start:end]))
+            if head is not None:
+                heads.append((start, end, end - 1, head))
+        doc.user_data[HEADS] = heads
+        return doc
+
+    def _heart_statements(self, doc, chosen):
+        """Heart-size subjects become cardiomegaly mentions (knowledge.statements)."""
+        status = {}
+        if self.cardiomegaly is None:
+            return chosen, status
+        for start, end, verdict in statements.heart_size_statements(doc):
+            overlapping = [c for c in chosen if c[0] < end and start < c[1]]
+            if any(c[0] < start or c[1] > end for c in overlapping):
+                continue  # part of a longer phrase: "cardiac pacemaker", "enlarged heart"
+            chosen = [c for c in chosen if c not in overlapping] + [(start, end, self.cardiomegaly)]
+            status[start, end] = verdict
+        return chosen, status
+
+    def resolve(self, doc):
+        """After negation/uncertainty: verdicts of heart-size statements, then alternatives."""
+        status = doc.user_data.get(STATUS, {})
+        ents = list(doc.ents)
+        for ent in ents:
+            verdict = status.get((ent.start_char, ent.end_char))
+            if verdict is not None:
+                ent._.set(context.NEGATED, verdict == "absent" or (verdict != "uncertain" and ent._.get(context.NEGATED)))
+                ent._.set(context.UNCERTAIN, verdict == "uncertain")
+        for group in statements.alternative_groups(doc, ents):
+            for k in group:
+                if not ents[k]._.get(context.NEGATED):
+                    ents[k]._.set(context.UNCERTAIN, True)
         return doc
 
     @staticmethod
@@ -217,10 +275,11 @@ class Linker:
         self.nlp = spacy.blank("en")
         self.nlp.max_length = CHUNK_CHARS + 1
         sentencizer = self.nlp.add_pipe("sentencizer")
-        self.concepts = ConceptMatcher(self.nlp, concept_aliases(self.graph), reference=reference)
+        self.concepts = ConceptMatcher(self.nlp, concept_aliases(self.graph), reference=reference,
+                                       qualified=qualified_findings(self.graph))
         context.add_context(self.nlp)
         self._steps = [sentencizer, self.concepts] + [proc for name, proc in self.nlp.pipeline
-                                                      if name.startswith("kgvlp_")]
+                                                      if name.startswith("kgvlp_")] + [self.concepts.resolve]
         self._scores: dict[tuple[str, str], float] = {}
 
     @staticmethod
@@ -246,14 +305,20 @@ class Linker:
         mentions, sentences_before = [], 0
         for offset, doc in pieces:
             sentence_starts = [s.start for s in doc.sents]
+            heads = {(s, e): (h, cui) for s, e, h, cui in doc.user_data.get(HEADS, ())}
             for ent in doc.ents:
-                start, end = offset + ent.start_char, offset + ent.end_char
-                first = bisect.bisect_right(word_ends, start)
-                last = bisect.bisect_left(word_starts, end)
-                mentions.append(Mention(start, end, ent.text, ent.id_, self._score(ent.text, ent.id_),
-                                        bool(ent._.get(context.NEGATED)), bool(ent._.get(context.UNCERTAIN)),
-                                        sentences_before + bisect.bisect_right(sentence_starts, ent.start) - 1,
-                                        list(range(first, last))))
+                negated, uncertain = bool(ent._.get(context.NEGATED)), bool(ent._.get(context.UNCERTAIN))
+                sentence = sentences_before + bisect.bisect_right(sentence_starts, ent.start) - 1
+                spans = [(ent, ent.id_)]
+                if (ent.start, ent.end) in heads:  # "nodular opacity": also an opacity
+                    head, cui = heads[ent.start, ent.end]
+                    spans.append((doc[head:ent.end], cui))
+                for span, cui in spans:
+                    start, end = offset + span.start_char, offset + span.end_char
+                    first = bisect.bisect_right(word_ends, start)
+                    last = bisect.bisect_left(word_starts, end)
+                    mentions.append(Mention(start, end, span.text, cui, self._score(span.text, cui), negated,
+                                            uncertain, sentence, list(range(first, last))))
             sentences_before += len(sentence_starts)
         return mentions
 

@@ -41,7 +41,8 @@ STY = {
 DEVICE, PROC, DIS, FIND, ANAT_ABN, INJ, NEO, PATH, CONG = (
     "T074", "T061", "T047", "T033", "T190", "T037", "T191", "T046", "T019")
 CURATED: dict[str, tuple[str | None, str, list[str]]] = {
-    "COPD signs": ("chronic obstructive pulmonary disease", DIS, ["COPD", "copd signs"]),
+    "COPD signs": ("chronic obstructive pulmonary disease", DIS, ["COPD", "copd signs", "obstructive lung disease",
+                                                                 "chronic obstructive lung disease"]),
     "Chilaiditi sign": ("Chilaiditi sign", FIND, []),
     "abnormal foreign body": ("foreign body", FIND, ["foreign object"]),
     "abscess": (None, DIS, ["lung abscess"]),
@@ -52,7 +53,8 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "alveolar pattern": (None, FIND, ["airspace disease", "airspace opacity", "air space disease"]),
     "aortic aneurysm": (None, DIS, []),
     "aortic atheromatosis": ("aortic atherosclerosis", DIS,
-                             ["aortic atheromatosis", "aortic calcification", "atherosclerotic aorta",
+                             ["aortic atheromatosis", "aortic calcification", "atherosclerotic aorta", "atherosclerosis",
+                              "atherosclerotic disease", "atherosclerotic change", "vascular calcification",
                               "calcified aorta", "atherosclerotic calcification"]),
     "aortic button enlargement": ("aortic knob enlargement", FIND, ["prominent aortic knob"]),
     "artificial aortic heart valve": (None, DEVICE, ["aortic valve replacement"]),
@@ -60,9 +62,10 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "artificial mitral heart valve": (None, DEVICE, ["mitral valve replacement"]),
     "asbestosis signs": ("asbestosis", DIS, []),
     "ascendent aortic elongation": ("ascending aorta elongation", FIND, []),
-    "atelectasis": (None, PATH, ["atelectatic change", "subsegmental atelectasis", "lobar collapse"]),
+    "atelectasis": (None, PATH, ["atelectatic change", "subsegmental atelectasis", "lobar collapse",
+                                  "partial collapse"]),
     "atelectasis basal": ("basilar atelectasis", PATH, ["bibasilar atelectasis", "basal atelectasis"]),
-    "atypical pneumonia": (None, DIS, []),
+    "atypical pneumonia": (None, DIS, ["atypical infection"]),
     "axial hyperostosis": ("diffuse idiopathic skeletal hyperostosis", DIS, ["DISH", "axial hyperostosis"]),
     "azygos lobe": (None, CONG, ["azygos fissure"]),
     "blastic bone lesion": (None, FIND, ["osteoblastic lesion"]),
@@ -74,7 +77,7 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
                                  ["bronchovascular markings", "bronchovascular crowding",
                                   "prominent bronchovascular markings"]),
     "bullas": ("bulla", ANAT_ABN, ["bullous disease", "bullous change", "bleb"]),
-    "calcified densities": ("calcified density", FIND, ["calcification", "calcified nodule"]),
+    "calcified densities": ("calcified density", FIND, ["calcification"]),
     "calcified granuloma": (None, FIND, ["granulomatous calcification", "calcified granulomas"]),
     "callus rib fracture": ("healed rib fracture", INJ, ["old rib fracture", "callus rib fracture"]),
     "cardiomegaly": (None, FIND, ["enlarged heart", "cardiac enlargement", "enlarged cardiac silhouette",
@@ -108,7 +111,7 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "endoprosthesis": ("stent", DEVICE, ["endoprosthesis", "vascular stent"]),
     "endotracheal tube": (None, DEVICE, ["ET tube", "ETT", "endotracheal intubation"]),
     "esophagic dilatation": ("esophageal dilatation", FIND, ["dilated esophagus"]),
-    "fibrotic band": (None, FIND, ["linear scarring", "scarring", "fibrotic scarring", "linear scar"]),
+    "fibrotic band": (None, FIND, ["linear scarring", "scarring", "fibrotic scarring", "linear scar", "scar"]),
     "flattened diaphragm": (None, FIND, ["flattening of the diaphragm", "flattened hemidiaphragms"]),
     "fracture": (None, INJ, []),
     "gastrostomy tube": (None, DEVICE, []),
@@ -130,7 +133,7 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
                                                          "hyperinflated lung", "overinflation", "hyperinflation",
                                                          "hyperinflated", "hyperexpanded", "hyperaerated",
                                                          "hyperaeration", "overinflated", "overexpanded"]),
-    "increased density": ("opacity", FIND, ["increased density", "opacification"]),
+    "increased density": ("opacity", FIND, ["increased density", "opacification", "density"]),
     "infiltrates": ("infiltrate", FIND, ["pulmonary infiltrate", "infiltration"]),
     "interstitial pattern": (None, FIND, ["interstitial opacity", "interstitial marking",
                                           "interstitial disease", "interstitial prominence"]),
@@ -152,7 +155,8 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "miliary opacities": ("miliary opacity", FIND, ["miliary pattern", "miliary nodules"]),
     "multiple nodules": (None, FIND, ["multiple pulmonary nodules"]),
     "nephrostomy tube": (None, DEVICE, []),
-    "nodule": ("pulmonary nodule", FIND, ["nodule", "lung nodule", "nodular opacity", "nodular density"]),
+    "nodule": ("pulmonary nodule", FIND, ["nodule", "lung nodule", "nodular opacity", "nodular density",
+                                        "calcified nodule"]),
     "obesity": (None, DIS, []),
     "osteopenia": (None, DIS, ["demineralization", "decreased bone density"]),
     "osteoporosis": (None, DIS, []),
@@ -188,7 +192,8 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
     "right sided aortic arch": ("right aortic arch", CONG, ["right sided aortic arch"]),
     "round atelectasis": (None, PATH, ["rounded atelectasis"]),
     "sclerotic bone lesion": (None, FIND, ["sclerotic lesion", "bone island"]),
-    "scoliosis": (None, ANAT_ABN, ["curvature of the spine", "spinal curvature"]),
+    "scoliosis": (None, ANAT_ABN, ["curvature of the spine", "spinal curvature", "levoscoliosis", "dextroscoliosis",
+                                   "rotoscoliosis", "levoconvex curvature", "dextroconvex curvature"]),
     "single chamber device": ("single chamber pacemaker", DEVICE, []),
     "soft tissue mass": (None, FIND, []),
     "sternotomy": (None, PROC, ["median sternotomy", "sternotomy wires", "sternal wires"]),
@@ -213,7 +218,8 @@ CURATED: dict[str, tuple[str | None, str, list[str]]] = {
                                                                        "compression fracture"]),
     "vertebral degenerative changes": ("degenerative disease of the spine", DIS,
                                        ["degenerative changes", "spondylosis", "degenerative disc disease",
-                                        "osteophyte", "vertebral degenerative changes", "degenerative change"]),
+                                        "osteophyte", "vertebral degenerative changes", "degenerative change",
+                                        "spurring", "arthritic change", "spondylitic change"]),
     "vertebral fracture": (None, INJ, ["spine fracture"]),
     "volume loss": (None, FIND, ["decreased lung volume"]),
 }
@@ -241,6 +247,7 @@ LOC_NAMES = {
     "loc right": "right", "loc costophrenic angle": "costophrenic angle",
 }
 LOC_ALIASES = {
+    "loc bone": ["bone density", "bony density", "osseous density"],  # not a lung opacity
     "loc basal": ["bibasilar", "basilar", "lung base"], "loc apical": ["apex", "apices"],
     "loc column": ["spine", "thoracic spine", "vertebral column"], "loc cardiac": ["heart", "cardiac"],
     "loc lung field": ["lung", "lungs"], "loc pleural": ["pleural space"],
@@ -291,7 +298,9 @@ ISA = [
 # tissues) is not a kind of pulmonary emphysema; pulmonary edema is not a kind of heart failure
 # (one of its causes).
 NOT_ISA = {("surgery lung", "sternotomy"), ("subcutaneous emphysema", "emphysema"),
-           ("pulmonary edema", "heart insufficiency")}
+           ("pulmonary edema", "heart insufficiency"),
+           # metastases are nodules as often as masses, and blastic as often as lytic
+           ("lung metastasis", "pulmonary mass"), ("bone metastasis", "lytic bone lesion")}
 ISA = [p for p in ISA if p not in NOT_ISA]
 DEFINITIONS = {  # written by the project
     "pleural effusion": "Abnormal accumulation of fluid in the pleural space between the lung and chest wall.",
