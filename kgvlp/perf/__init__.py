@@ -1,0 +1,1 @@
+"""Performance checks that run anywhere: host-sync counting (syncs.py)."""
