@@ -91,11 +91,20 @@ class TextEncoder(nn.Module):
         scores = scores.masked_fill(~attention_mask.bool()[:, None, None, :], float("-inf"))
         return scores.softmax(dim=-1).mean(dim=1)[:, 0]            # (B, L)
 
+    def _bert_mask(self, attention_mask: Tensor) -> Tensor:
+        """Under SDPA, the (B, 1, L, L) bool mask transformers would build itself: given the
+        (B, L) mask it first asks ``attention_mask.all()`` on the host (to drop the mask when
+        nothing is padded), a sync in every step; a ready 4-D mask is used as it is."""
+        if self.bert.config._attn_implementation != "sdpa":
+            return attention_mask
+        batch, length = attention_mask.shape
+        return attention_mask.bool()[:, None, None, :].expand(batch, 1, length, length)
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor,
                 sentence_index: Tensor | None = None) -> TextOutput:
         """``sentence_index`` (B, L) is read only by the sentence pool; without it (prompts)
         every real token but [CLS]/[SEP] counts as one sentence."""
-        out = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+        out = self.bert(input_ids=input_ids, attention_mask=self._bert_mask(attention_mask),
                         output_hidden_states=True, return_dict=True)
         tokens = out.last_hidden_state
         cls_attention = self._cls_attention(out.hidden_states[-2], attention_mask)

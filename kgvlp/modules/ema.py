@@ -60,10 +60,17 @@ class EMAModule(nn.Module):
     @torch.no_grad()
     def update(self, online: nn.Module, momentum: float) -> None:
         online_params = dict(online.named_parameters())
-        with modifiable(*online_params.values()):
+        with modifiable(*online_params.values()):   # (ZeRO-3: the full parameters from here on)
+            followers, leaders, copies, sources = [], [], [], []
             for name, value in self.shadow.named_buffers():
                 if name in online_params:
-                    value.lerp_(online_params[name].detach().to(value.dtype), 1.0 - momentum)
+                    followers.append(value)
+                    leaders.append(online_params[name].detach().to(value.dtype))
                 else:  # BatchNorm statistics and other buffers are copied
-                    source = online.get_buffer(name)
-                    value.copy_(source)
+                    copies.append(value)
+                    sources.append(online.get_buffer(name))
+            # One multi-tensor launch per dtype/device group instead of one per tensor.
+            if followers:
+                torch._foreach_lerp_(followers, leaders, 1.0 - momentum)
+            if copies:
+                torch._foreach_copy_(copies, sources)

@@ -70,6 +70,15 @@ class SentenceBankView:
     pool: Callable[[Tensor, Tensor], Tensor]
 
 
+def assignment_counts(assignment: Tensor, mask: Tensor, size: int) -> Tensor:
+    """(K,) how many real sentences (``mask`` (B, S)) pick each prototype as their argmax of
+    ``assignment`` (B, S, K); one fixed-shape scatter (bincount of a masked selection would
+    make the host wait for the selection's size)."""
+    chosen = assignment.argmax(-1).flatten()
+    weights = mask.flatten().to(assignment.dtype)
+    return assignment.new_zeros(size).scatter_add_(0, chosen, weights)
+
+
 def masked_mean(sentences: Tensor, mask: Tensor) -> Tensor:
     weights = mask.to(sentences.dtype)[..., None]
     return (sentences * weights).sum(1) / weights.sum(1).clamp(min=1)
@@ -117,8 +126,7 @@ class SentenceBank(Service):
 
     def _stage(self, assignment: Tensor, mask: Tensor, sentences: Tensor) -> None:
         """Count this micro-batch's argmax assignments (summed over accumulation steps)."""
-        chosen = assignment.argmax(-1)[mask]
-        counts = torch.bincount(chosen, minlength=self.cfg.size).to(self.usage.dtype)
+        counts = assignment_counts(assignment, mask, self.cfg.size).to(self.usage.dtype)
         self._counts = counts if self._counts is None else self._counts + counts
         self._sentences = (sentences, mask)
 
@@ -136,14 +144,20 @@ class SentenceBank(Service):
         self._sentences = None
 
     def _reinit_dead(self, step: int) -> None:
-        dead = (self.idle_steps >= self.cfg.dead_after).nonzero().flatten()
+        """Each dead prototype takes the feature of a uniformly drawn real sentence of the
+        global batch. Fixed shapes throughout (a draw for every prototype, kept where dead),
+        so the host never waits for how many are dead or real."""
         sentences, mask = (gather_no_grad(t) for t in self._sentences)
-        candidates = sentences[mask]
-        if len(dead) == 0 or len(candidates) == 0:
-            return
-        generator = torch.Generator().manual_seed(step)     # the same draw on every rank
-        picks = torch.randint(len(candidates), (len(dead),), generator=generator).to(candidates.device)
+        candidates, real = sentences.flatten(0, 1), mask.flatten()
+        num_real = real.sum()
+        dead = (self.idle_steps >= self.cfg.dead_after) & (num_real > 0)
+        # The same draw on every rank: a generator seeded by the step, on the bank's device.
+        generator = torch.Generator(device=candidates.device).manual_seed(step)
+        draw = torch.rand(self.cfg.size, generator=generator, device=candidates.device)
+        nth_real = (draw * num_real).long().clamp(max=(num_real - 1).clamp(min=0))
+        picks = torch.searchsorted(real.long().cumsum(0), nth_real + 1)    # position of that sentence
         weight = self.prototypes.weight
         with modifiable(weight):
-            weight.data[dead] = candidates[picks].to(weight.dtype)
-        self.idle_steps[dead] = 0
+            replacement = candidates[picks.clamp(max=len(candidates) - 1)].to(weight.dtype)
+            weight.data.copy_(torch.where(dead[:, None], replacement, weight.data))
+        self.idle_steps.masked_fill_(dead, 0)

@@ -3,6 +3,9 @@
 score = z·Cᵀ with K prototypes C (rows L2-normalised); codes q = Sinkhorn(exp(score/ε))
 over the global batch; p = softmax(score/τ₃);  L = ½[−Σ q_img log p_txt − Σ q_txt log p_img]
 (MGCA eq. 7–9, SwAV's swapped prediction).
+
+Metric ``prototypes_used``: prototypes that are the top code of at least one of this rank's
+images (the trainer averages it over ranks at log time; no collective in the step for it).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgvlp.models.features import Need
-from kgvlp.modules.distributed import (all_reduce_sum, at_least_fp32, gather_no_grad, local_rows,
+from kgvlp.modules.distributed import (at_least_fp32, gather_no_grad, local_rows,
                                       modifiable, world_size)
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 
@@ -86,7 +89,7 @@ class CPA(Objective):
         with torch.no_grad():
             used = torch.zeros(self.cfg.num_prototypes, device=weight.device)
             used[image_codes.argmax(1)] = 1.0
-            used_prototypes = all_reduce_sum(used).clamp(max=1).sum()
+            used_prototypes = used.sum()
         return ObjectiveOutput(terms={"cpa": loss}, metrics={"prototypes_used": used_prototypes})
 
     @torch.no_grad()

@@ -120,7 +120,7 @@ class ITM(Objective):
         rows = torch.arange(size, device=image.device)
         image_rows = torch.cat([rows, rows, negative_image])
         text_rows = torch.cat([rows, negative_text, rows])
-        labels = torch.cat([torch.ones(size), torch.zeros(2 * size)]).long().to(image.device)
+        labels = (torch.arange(3 * size, device=image.device) < size).long()    # 1 = the B positives
         used = torch.cat([torch.ones(size, dtype=torch.bool, device=image.device), has_text, has_image])
         logits = at_least_fp32(self.match_logits(features, image_rows, text_rows))
         per_pair = F.cross_entropy(logits, labels, reduction="none") * used

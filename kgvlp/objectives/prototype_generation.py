@@ -12,8 +12,9 @@ C_ij = |g_i − ŝ_j|₁ pairs every target with one query (σ); then
   L_gpa = CLIP InfoNCE between the report vector t and the pooled generated prototypes
           pool(mix(g_σ)) (the matched outputs passed through the bank again, then the
           text encoder's sentence pooling), over the global batch.
-Matching: the batch's cost matrices are copied to the host once per step (one transfer)
-and solved there with scipy's ``linear_sum_assignment``, one sample at a time.
+Matching: all the batch's cost matrices are solved at once on the device
+(``kgvlp.modules.assignment``: scipy's ``linear_sum_assignment`` algorithm batched, the same
+assignment, ties included), with no copy to the host.
 
 ``official_quirks`` reproduces the code: a causal mask in the decoder (``is_decoder=True``),
 padded all-zero target slots inside the cost and the L1, the permutation applied inverted
@@ -26,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from kgvlp.models.features import Need
+from kgvlp.modules.assignment import linear_sum_assignment
 from kgvlp.modules.distributed import at_least_fp32
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 from kgvlp.objectives.prior_common import LogitScale, clip_loss
@@ -55,19 +56,16 @@ def causal_mask(size: int, device) -> Tensor:
     return torch.triu(torch.ones(size, size, dtype=torch.bool, device=device), diagonal=1)
 
 
+def match_slots(cost: Tensor, valid: Tensor) -> Tensor:
+    """Per sample, the query matched to each target slot: (B, Q, S) cost, (B, S) bool valid
+    targets → (B, S) query index (-1 on invalid slots), on the cost's device. Padded slots
+    take no part: scipy's solution of ``cost[b][:, valid[b]]``."""
+    return linear_sum_assignment(cost, col_mask=valid).row_for_col
+
+
 def hungarian(cost: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per sample, the query matched to each target slot: (B, Q, S) cost on the host,
-    (B, S) bool valid targets → (B, S) query index (-1 on invalid slots). Padded slots take
-    no part in the assignment."""
-    batch, _, slots = cost.shape
-    matched = np.full((batch, slots), -1, dtype=np.int64)
-    for b in range(batch):
-        columns = np.flatnonzero(valid[b])
-        if len(columns) == 0:
-            continue
-        rows, cols = linear_sum_assignment(cost[b][:, columns])
-        matched[b, columns[cols]] = rows
-    return matched
+    """``match_slots`` on host arrays."""
+    return match_slots(torch.as_tensor(cost), torch.as_tensor(valid)).numpy()
 
 
 class PrototypeGeneration(Objective):
@@ -100,11 +98,9 @@ class PrototypeGeneration(Objective):
         if self.fixed_assignment is not None:
             return torch.as_tensor(self.fixed_assignment, device=generated.device)
         cost = torch.cdist(at_least_fp32(generated.detach()), at_least_fp32(targets.detach()), p=1)
-        cost, valid_host = cost.cpu().numpy(), valid.cpu().numpy()    # the one host transfer
         if self.cfg.official_quirks:   # padded zero slots compete; code's inverted permutation
-            matched = np.stack([linear_sum_assignment(c)[1] for c in cost])
-            return torch.as_tensor(matched, device=generated.device)
-        return torch.as_tensor(hungarian(cost, valid_host), device=generated.device)
+            return linear_sum_assignment(cost).col_for_row                # (B, Q): Q × Q, square
+        return match_slots(cost, valid)
 
     def forward(self, features, batch, ctx):
         view = features.extras[Need.PROTOTYPE_BANK.value]
@@ -136,12 +132,15 @@ class PrototypeGeneration(Objective):
         return (error * valid).sum() / valid.sum().clamp(min=1)
 
     def _kl(self, paired: Tensor, sentences: Tensor, valid: Tensor, bank: Tensor) -> Tensor:
-        """KL(target ‖ generated) summed over prototypes, mean over the real sentences."""
-        target = at_least_fp32(sentences[valid] @ bank.t()).log_softmax(-1)
+        """KL(target ‖ generated) summed over prototypes, mean over the real sentences
+        (F.kl_div's batchmean over the real rows, computed on every slot and masked so that
+        no shape depends on the data)."""
+        target = at_least_fp32(sentences @ bank.t()).log_softmax(-1)
         if not self.cfg.official_quirks:
             target = target.detach()
-        generated = at_least_fp32(paired[valid] @ bank.t()).log_softmax(-1)
-        return F.kl_div(generated, target, reduction="batchmean", log_target=True)
+        generated = at_least_fp32(paired @ bank.t()).log_softmax(-1)
+        per_slot = (target.exp() * (target - generated)).sum(-1)          # (B, S)
+        return (per_slot * valid).sum() / valid.sum().clamp(min=1)
 
     def after_step(self, ctx) -> None:
         self.logit_scale.clamp()

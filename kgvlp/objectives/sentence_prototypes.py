@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from kgvlp.models.features import Need
+from kgvlp.modules.sentence_bank import assignment_counts
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 
 
@@ -39,9 +40,10 @@ class SentencePrototypes(Objective):
     @staticmethod
     @torch.no_grad()
     def _usage(view) -> dict:
-        assignment = view.assignment[view.mask]                                # (N, K)
-        chosen = torch.bincount(assignment.argmax(-1), minlength=assignment.shape[-1])
-        mean = assignment.float().mean(0) if len(assignment) else torch.zeros_like(view.usage)
+        assignment, mask = view.assignment.float(), view.mask                # (B, S, K), (B, S)
+        chosen = assignment_counts(assignment, mask, assignment.shape[-1])
+        real = mask[..., None].to(assignment.dtype)
+        mean = (assignment * real).sum((0, 1)) / real.sum().clamp(min=1)     # 0 without sentences
         entropy = -(mean * mean.clamp(min=1e-12).log()).sum()
         return {"used": (chosen > 0).sum().float(), "perplexity": entropy.exp(),
                 "dead": (view.idle_steps >= view.dead_after).sum().float()}

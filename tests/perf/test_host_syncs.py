@@ -1,0 +1,67 @@
+"""No host syncs in a training step: one forward + backward + after_step of each shipped
+objective stack (MGCA demo, MLIP demo, PRIOR demo in stage 3), at tiny sizes on the CPU,
+makes none of the calls that would make the host wait for a GPU (kgvlp/perf/syncs.py).
+Logging is outside the step: the trainer reads the logged values once per log window."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kgvlp.config import load_experiment
+from kgvlp.models.vlp import VLPModel
+from kgvlp.objectives import REGISTRY
+from kgvlp.objectives.base import StepContext
+from kgvlp.objectives.objective_set import resolve_stages, stage_at
+from kgvlp.perf.syncs import count_syncs
+from kgvlp_tiny import make_batch
+from mlip import helpers as mlip
+
+TINY_TEXT = ["model.text.path=null", "model.text.num_layers=2", "model.text.max_length=32"]
+TINY = {
+    "demo": ["model.image.name=vit_test", "model.image.image_size=64", *TINY_TEXT,
+             "objectives.cta.hidden_dim=32", "objectives.cpa.num_prototypes=8"],
+    "mlip_demo": ["model.image.name=vit_test", "model.image.image_size=64", *TINY_TEXT,
+                  "objectives.cta.hidden_dim=32", "objectives.cpa.num_prototypes=8",
+                  "model.services.knowledge_bank.num_categories=3", "model.services.divergence.queue_size=16"],
+    "prior_demo": ["model.image.image_size=64", "model.image.projection_dim=32", "model.text.projection_dim=32",
+                   *TINY_TEXT, "model.services.sentence_bank.size=8"],
+}
+
+
+def stack(name: str, bank_dir=None):
+    overrides = list(TINY[name])
+    if name == "mlip_demo":
+        overrides += [f"data.knowledge_embeddings={bank_dir / 'embeddings'}",
+                      f"data.knowledge_graph={bank_dir / 'graph.json'}"]
+    cfg = load_experiment(f"configs/experiments/{name}.yaml", overrides).config
+    stages = resolve_stages(cfg.trainer.stages, 10)
+    torch.manual_seed(0)
+    model = VLPModel(cfg.model, cfg.objectives, REGISTRY, stages)
+    step = stages[-1].start + 1 if stages else 20        # PRIOR: inside stage 3; MGCA: CPA unfrozen
+    stage = stage_at(stages, step)
+    return model, StepContext(step=step, epoch=step / 10, steps_per_epoch=10, max_steps=step + 10,
+                              stage=stage.name if stage else "")
+
+
+def one_step(model, batch, ctx):
+    loss, _ = model(batch, ctx)
+    loss.backward()
+    model.after_step(ctx)
+
+
+@pytest.fixture
+def mlip_bank(tmp_path):
+    mlip.write_bank(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["demo", "mlip_demo", "prior_demo"])
+def test_a_training_step_makes_no_host_sync(name, tokenizer, reports, mlip_bank):
+    model, ctx = stack(name, mlip_bank)
+    batch = mlip.make_batch(tokenizer) if name == "mlip_demo" else make_batch(tokenizer, reports, size=4)
+    one_step(model, batch, ctx)                          # first step: lazy initialisation
+
+    with count_syncs() as counts:
+        one_step(model, batch, ctx)
+
+    assert counts.total == 0, counts.report()
