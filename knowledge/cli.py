@@ -23,10 +23,11 @@ def _build_graph(args) -> None:
 
 
 def _link(args) -> None:
-    from knowledge.linking import Linker
-    from knowledge.reports import read_reports
+    from knowledge.linking import CHUNK_CHARS, Linker
+    from knowledge.reports import CorpusReport, read_reports
 
-    reports = list(read_reports(args.reports))
+    corpus = CorpusReport()
+    reports = list(read_reports(args.reports, report=corpus))
     if args.limit:
         reports = reports[:args.limit]
     linker = Linker(args.graph)
@@ -40,6 +41,12 @@ def _link(args) -> None:
     with_concept = sum(1 for m in results if m)
     print(f"{len(reports)} reports in {elapsed:.1f}s ({len(reports) / max(elapsed, 1e-9):.1f}/s, "
           f"{args.processes} processes); {with_concept / max(len(reports), 1):.1%} with >=1 concept -> {args.out}")
+    chunked = [report_id for report_id, text in reports if linker.needs_chunks(text)]
+    if chunked:
+        print(f"{len(chunked)} reports longer than {CHUNK_CHARS:,} characters linked in pieces: "
+              f"{', '.join(chunked[:10])}")
+    if corpus.skipped or corpus.replaced_utf8:
+        print(corpus.summary(), file=sys.stderr)
 
 
 def _evaluate(args) -> None:

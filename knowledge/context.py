@@ -85,13 +85,60 @@ def uncertainty_termset() -> dict[str, list[str]]:
             "termination": sorted(set(stops + ["no", "without"]))}
 
 
-def add_context(nlp) -> None:
-    """Append the negation and uncertainty components to ``nlp`` (after mention detection)."""
+def _register_linear_negex() -> None:
+    """negspacy's Negex with its scope loop made linear in the number of sentences.
+
+    negspacy checks every boundary against every mention and trigger (``doc[a:b].ents`` per
+    boundary), which is quadratic in a long document. Same rule, one pass: a mention is
+    covered when the earliest preceding trigger of its boundary starts before it, or the
+    latest following trigger ends after it."""
+    from spacy.language import Language
+    from negspacy.negation import Negex
+
+    if "kgvlp_negex" in Language.factories:
+        return
+
+    class LinearNegex(Negex):
+        def negex(self, doc):
+            import bisect
+
+            preceding, following, terminating = self.process_negations(doc)
+            pre_starts = sorted(start for _, start, _ in preceding)
+            fol = sorted((start, end) for _, start, end in following)
+            fol_starts = [start for start, _ in fol]
+            ents = list(doc.ents)
+            k = 0
+            for low, high in self.termination_boundaries(doc, terminating):
+                i = bisect.bisect_left(pre_starts, low)
+                first_pre = pre_starts[i] if i < len(pre_starts) and pre_starts[i] < high else None
+                j, j_end = bisect.bisect_left(fol_starts, low), bisect.bisect_left(fol_starts, high)
+                last_fol_end = max((end for _, end in fol[j:j_end]), default=None)
+                while k < len(ents) and ents[k].start < low:
+                    k += 1
+                while k < len(ents) and ents[k].start < high:
+                    span = ents[k]
+                    if span.end <= high and (not self.ent_types or span.label_ in self.ent_types):
+                        if (first_pre is not None and first_pre < span.start) or \
+                                (last_fol_end is not None and last_fol_end > span.end):
+                            span._.set(self.extension_name, True)
+                    k += 1
+            return doc
+
+    @Language.factory("kgvlp_negex", default_config={"neg_termset": None, "extension_name": NEGATED})
+    def make_negex(nlp, name, neg_termset, extension_name):
+        return LinearNegex(nlp, name, neg_termset, extension_name=extension_name)
+
+
+def add_context(nlp, linear: bool = True) -> None:
+    """Append the negation and uncertainty components to ``nlp`` (after mention detection).
+    linear=False: negspacy's own ``negex`` component (the reference the linear one is checked against)."""
     import negspacy.negation  # noqa: F401  registers the "negex" factory
 
-    nlp.add_pipe("negex", name="kgvlp_negation",
+    _register_linear_negex()
+    factory = "kgvlp_negex" if linear else "negex"
+    nlp.add_pipe(factory, name="kgvlp_negation",
                  config={"neg_termset": negation_termset(), "extension_name": NEGATED})
-    nlp.add_pipe("negex", name="kgvlp_uncertainty",
+    nlp.add_pipe(factory, name="kgvlp_uncertainty",
                  config={"neg_termset": uncertainty_termset(), "extension_name": UNCERTAIN})
 
 

@@ -263,7 +263,8 @@ class Linker:
 
     ``link(text)`` handles one report; ``link_batch(texts)`` is the fast path (tokenizer
     streaming); ``link_many`` adds the per-report cache and worker processes.
-    reference: use the slow n-gram scan instead of the PhraseMatcher (for checks).
+    reference: the slow path the fast one is checked against — an n-gram scan instead of the
+    PhraseMatcher, no key cache, negspacy's own (quadratic) negex scope loop.
     """
 
     def __init__(self, graph: nx.MultiDiGraph | str | Path, reference: bool = False):
@@ -277,7 +278,7 @@ class Linker:
         sentencizer = self.nlp.add_pipe("sentencizer")
         self.concepts = ConceptMatcher(self.nlp, concept_aliases(self.graph), reference=reference,
                                        qualified=qualified_findings(self.graph))
-        context.add_context(self.nlp)
+        context.add_context(self.nlp, linear=not reference)
         self._steps = [sentencizer, self.concepts] + [proc for name, proc in self.nlp.pipeline
                                                       if name.startswith("kgvlp_")] + [self.concepts.resolve]
         self._scores: dict[tuple[str, str], float] = {}
