@@ -17,13 +17,30 @@ def cache_key(text: str, fingerprint: str) -> str:
     return hashlib.sha256(f"{fingerprint}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
+class LinkCacheError(ValueError):
+    """The cache file is not a link cache (message names the file)."""
+
+
+def _mentions(stored: str) -> list[Mention] | None:
+    """Mentions from a cache row, or None when the row is not what this code writes."""
+    try:
+        return [Mention(**m) for m in json.loads(stored)]
+    except (TypeError, ValueError):
+        return None
+
+
 class LinkCache:
-    """Mentions per report in ``<dir>/links.sqlite``; the key includes the graph fingerprint."""
+    """Mentions per report in ``<dir>/links.sqlite``; the key includes the graph fingerprint.
+    Rows are JSON (never pickled); a row that does not decode to mentions is a cache miss."""
 
     def __init__(self, cache_dir: str | Path):
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(Path(cache_dir) / "links.sqlite")
-        self.db.execute("CREATE TABLE IF NOT EXISTS links (key TEXT PRIMARY KEY, mentions TEXT)")
+        self.path = Path(cache_dir) / "links.sqlite"
+        try:
+            self.db = sqlite3.connect(self.path)
+            self.db.execute("CREATE TABLE IF NOT EXISTS links (key TEXT PRIMARY KEY, mentions TEXT)")
+        except sqlite3.DatabaseError as e:
+            raise LinkCacheError(f"{self.path}: not a kgvlp link cache (sqlite: {e})") from None
 
     def get_many(self, keys: Sequence[str]) -> dict[str, list[Mention]]:
         found = {}
@@ -31,7 +48,7 @@ class LinkCache:
             chunk = list(keys[i:i + 500])
             rows = self.db.execute(f"SELECT key, mentions FROM links WHERE key IN ({','.join('?' * len(chunk))})",
                                    chunk)
-            found.update({k: [Mention(**m) for m in json.loads(v)] for k, v in rows})
+            found.update({k: m for k, m in ((k, _mentions(v)) for k, v in rows) if m is not None})
         return found
 
     def put_many(self, items: dict[str, list[Mention]]) -> None:

@@ -70,3 +70,21 @@ def test_link_command_prints_skipped_and_chunked_reports(tmp_path, bundled_graph
     out, err = capsys.readouterr()
     assert "1 reports longer than 20,000 characters linked in pieces: huge" in out
     assert f"skipped 1 unreadable reports\n  {corpus}:2: not a JSON object" in err
+
+
+def test_a_corrupt_link_cache_row_is_relinked_and_a_non_database_is_named(linker, tmp_path):
+    import sqlite3
+
+    from knowledge.batch import LinkCache, LinkCacheError, cache_key
+    LinkCache(tmp_path)  # creates the table
+    db = sqlite3.connect(tmp_path / "links.sqlite")
+    db.execute("INSERT INTO links VALUES (?, ?)", (cache_key("No pneumothorax.", linker.fingerprint), '[{"x": 1}]'))
+    db.commit()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "links.sqlite").write_bytes(b"not a database at all" * 10)
+
+    [mentions] = linker.link_many(["No pneumothorax."], cache_dir=tmp_path, progress=False)
+
+    assert [m.negated for m in mentions] == [True]
+    with pytest.raises(LinkCacheError, match="other/links.sqlite"):
+        LinkCache(tmp_path / "other")
