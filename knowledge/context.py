@@ -78,7 +78,7 @@ def uncertainty_termset() -> dict[str, list[str]]:
     # explanations stay in the hedge's scope ("opacity, likely representing atelectasis")
     explanations = {"which", "secondary to", "due to", "representing", "consistent with", "compatible with"}
     stops = [t for t in termset("en_clinical").get_patterns()["termination"] + _STOP if t not in explanations]
-    return {"pseudo_negations": ["no doubt", "without doubt", "likely benign"],
+    return {"pseudo_negations": ["no doubt", "without doubt", "likely benign", "there is xxxx", "there are xxxx"],
             "preceding_negations": sorted(set(preceding)),
             "following_negations": sorted(set(following)),
             # a negation opens a new clause: "possible effusion with no pneumothorax"

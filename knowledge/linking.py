@@ -71,12 +71,9 @@ FINDING_TUIS = {"T020", "T033", "T046", "T047", "T190", "T191"}
 
 
 def qualified_findings(g: nx.MultiDiGraph) -> set[str]:
-    """Findings (not devices, anatomy or concepts that already isa opacity) whose
+    """Findings (not devices or anatomy: "metallic density", "bone density") whose
     "<qualifier> opacity" aliases also state an opacity."""
-    opacity_kinds = {u for u, v, d in g.edges(data=True) if d.get("rela") == "isa"
-                     and g.nodes[v].get("name", "").lower() in OPACITY_HEADS}
-    return {cui for cui, d in g.nodes(data=True)
-            if FINDING_TUIS.intersection(d.get("tuis", ())) and cui not in opacity_kinds}
+    return {cui for cui, d in g.nodes(data=True) if FINDING_TUIS.intersection(d.get("tuis", ()))}
 
 
 def is_abbreviation(alias: str) -> bool:
@@ -218,7 +215,8 @@ class ConceptMatcher:
         return chosen, status
 
     def resolve(self, doc):
-        """After negation/uncertainty: verdicts of heart-size statements, then alternatives."""
+        """After negation/uncertainty: verdicts of heart-size statements, "<finding>like"
+        words, then alternatives."""
         status = doc.user_data.get(STATUS, {})
         ents = list(doc.ents)
         for ent in ents:
@@ -226,6 +224,9 @@ class ConceptMatcher:
             if verdict is not None:
                 ent._.set(context.NEGATED, verdict == "absent" or (verdict != "uncertain" and ent._.get(context.NEGATED)))
                 ent._.set(context.UNCERTAIN, verdict == "uncertain")
+        for ent in ents:  # "masslike opacity": resembles a mass
+            if any(t.lower_.endswith("like") and t.norm_ != t.lower_ for t in ent):
+                ent._.set(context.UNCERTAIN, True)
         for group in statements.alternative_groups(doc, ents):
             for k in group:
                 if not ents[k]._.get(context.NEGATED):

@@ -22,8 +22,9 @@ LATIN_PLURALS = (("thoraces", "thorax"), ("apices", "apex"), ("vertices", "verte
 PLURAL_RULES = [("aces", "ax"), ("ices", "ex"), ("ices", "ix"), ("ae", "a"), ("ia", "ium"),
                 ("a", "um"), ("ies", "y"), ("sses", "ss"), ("xes", "x"), ("ches", "ch"),
                 ("shes", "sh"), ("ses", "sis"), ("s", "")]
-# (suffix, replacement): adjective and participle forms → the noun radiologists alias.
-DERIVATION_RULES = [("ative", "ation"), ("ated", "ation"), ("ified", "ification"),
+# (suffix, replacement): adjective and participle forms → the noun radiologists alias
+# ("masslike" → mass; the linker marks such a mention uncertain).
+DERIVATION_RULES = [("like", ""), ("ative", "ation"), ("ated", "ation"), ("ified", "ification"),
                     ("anded", "ansion"), ("tic", "sis"), ("tous", ""), ("ular", "ule"),
                     ("ic", "ia"), ("ed", "ation"), ("ed", "ment"), ("ed", "ing")]
 

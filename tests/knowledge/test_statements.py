@@ -49,3 +49,13 @@ def test_qualified_opacity_is_also_an_opacity(linker, name_of):
 
 def test_bone_density_is_not_a_lung_opacity(linker, name_of):
     assert "opacity" not in [name for name, _, _ in _findings(linker, name_of, "Bone density is normal.")]
+
+
+def test_masslike_is_an_uncertain_mass_and_an_asserted_opacity(linker, name_of):
+    found = _findings(linker, name_of, "Masslike opacification of right apex.")
+
+    assert found == [("mass", False, True), ("opacity", False, False)]
+
+
+def test_there_is_xxxx_is_not_a_hedge(linker, name_of):
+    assert _findings(linker, name_of, "There is XXXX biapical scarring.") == [("fibrotic band", False, False)]
