@@ -31,7 +31,7 @@ def _mentions(stored: str) -> list[Mention] | None:
 
 class LinkCache:
     """Mentions per report in ``<dir>/links.sqlite``; the key includes the graph fingerprint.
-    Rows are JSON (never pickled); a row that does not decode to mentions is a cache miss."""
+    Rows are JSON, so reading a cache never runs code; a row that is not mentions is a cache miss."""
 
     def __init__(self, cache_dir: str | Path):
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
