@@ -3,7 +3,8 @@
 * Heart-size statements: "Heart size is normal.", "The heart is not enlarged.", "Normal heart
   size." state that there is no cardiomegaly; "The heart is enlarged." that there is;
   "Borderline heart size." hedges it. The subject ("heart size") becomes a cardiomegaly
-  mention with that status. "Cardiomediastinal silhouette" (heart and mediastinum together)
+  mention with that status; so do "Enlargement of the cardiac silhouette", "Marked increase
+  in heart size". "Cardiomediastinal silhouette" (heart and mediastinum together)
   is not a statement about heart size and is left alone.
 * Alternatives: findings joined by "or", "/", "and/or", "versus" in a sentence that does not
   negate them are a differential ("atelectasis or scarring"): each is uncertain.
@@ -32,8 +33,9 @@ def heart_size_statements(doc) -> list[tuple[int, int, str]]:
             if tok.lower_ not in HEART:
                 continue
             end = i + 1 + (i + 1 < len(tokens) and tokens[i + 1].lower_ in HEART_NOUNS)
-            before = {t.lower_ for t in tokens[max(0, i - 2):i]}
-            verdict = "absent" if "normal" in before else "uncertain" if "borderline" in before else None
+            near, before = {t.lower_ for t in tokens[max(0, i - 2):i]}, {t.lower_ for t in tokens[max(0, i - 4):i]}
+            verdict = ("absent" if "normal" in near else "uncertain" if "borderline" in near
+                       else "present" if before & (ENLARGED | {"increase"}) else None)
             negated = hedged = False
             for t in tokens[end:end + WINDOW]:
                 word = t.lower_

@@ -59,3 +59,10 @@ def test_masslike_is_an_uncertain_mass_and_an_asserted_opacity(linker, name_of):
 
 def test_there_is_xxxx_is_not_a_hedge(linker, name_of):
     assert _findings(linker, name_of, "There is XXXX biapical scarring.") == [("fibrotic band", False, False)]
+
+
+@pytest.mark.parametrize("sentence", ["Marked increase in heart size.",
+                                      "Moderate-to-marked enlargement of the cardiac silhouette, mediastinal "
+                                      "contours appear similar to prior."])
+def test_enlargement_before_the_heart_is_cardiomegaly(linker, name_of, sentence):
+    assert ("cardiomegaly", False, False) in _findings(linker, name_of, sentence)
