@@ -35,7 +35,11 @@ def singular(word: str) -> str:
     w = word.lower()
     if w in IRREGULAR:
         return IRREGULAR[w]
-    if len(w) <= 3 or w.endswith(_KEEP):
+    if len(w) <= 3:
+        return w
+    if w.endswith("omas"):  # granulomas, hamartomas ("-as" words otherwise stay: "pancreas")
+        return w[:-1]
+    if w.endswith(_KEEP):
         return w
     for suffix, replacement in LATIN_PLURALS + (("ies", "y"), ("sses", "ss"), ("xes", "x"), ("ches", "ch"),
                                                 ("shes", "sh")):
@@ -61,7 +65,7 @@ class VariantNormalizer:
         if len(w) <= 3:
             return None
         for suffix, replacement in PLURAL_RULES:
-            if w.endswith(suffix) and not (suffix == "s" and w.endswith(_KEEP)):
+            if w.endswith(suffix):  # the vocabulary decides: "granulomas" → "granuloma", "pancreas" stays
                 base = w[:-len(suffix)] + replacement
                 if base != w and base in self.vocabulary:
                     return base

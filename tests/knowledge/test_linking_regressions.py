@@ -62,7 +62,8 @@ def test_pneumothoraces_is_the_plural_of_pneumothorax(linker, name_of):
 
 
 @pytest.mark.parametrize("plural, single", [("bullae", "bulla"), ("apices", "apex"), ("opacities", "opacity"),
-                                            ("effusions", "effusion"), ("vertebrae", "vertebra")])
+                                            ("effusions", "effusion"), ("vertebrae", "vertebra"),
+                                            ("granulomas", "granuloma"), ("pancreas", "pancreas")])
 def test_latin_and_english_plurals(plural, single):
     assert singular(plural) == single
 
@@ -71,7 +72,8 @@ def test_latin_and_english_plurals(plural, single):
     ("Bibasilar and right midlung pulmonary opacities, XXXX atelectatic changes.", "atelectasis"),
     ("Underlying emphysematous changes are noted.", "emphysema"),
     ("There is scoliotic curvature the thoracic spine.", "scoliosis"),
-    ("Left PICC tip at cavoatrial junction.", "central venous catheter")])
+    ("Left PICC tip at cavoatrial junction.", "central venous catheter"),
+    ("Calcified right hilar granulomas.", "granuloma")])
 def test_adjective_forms_and_abbreviations_link_their_concept(linker, name_of, sentence, name):
     assert name in [n for n, _, _ in _findings(linker, name_of, sentence)]
 
