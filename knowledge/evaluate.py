@@ -11,6 +11,10 @@ finding, apart from opacity, although the subset says consolidation isa opacity)
 * Finding P/R/F1: positive = ``present`` (hedged and negated mentions are not positives).
   Micro over all findings; macro over findings with ≥ ``MACRO_MIN_POSITIVES`` gold positives.
 * Negation P/R: ``absent`` predicted vs labelled; uncertainty P/R: ``uncertain`` likewise.
+  Negation recall is also given over the *explicitly* negated pairs: labelled absent in a
+  sentence that states a negation with one of the blind set's absent cues
+  (``EXPLICIT_NEGATION``); a sentence whose negation word the dictation dropped, labelled
+  from the report's impression, does not.
 * False-positive rate on normal reports: share of the sentences from reports that IU tagged
   normal in which the system asserts a finding that the labels do not say is present (the
   blind set's README: predictions its labels confirm are not false positives).
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import re
 from typing import Protocol, Sequence
 
 import networkx as nx
@@ -27,6 +32,10 @@ from knowledge.baselines import NegspacyDefault, RegexNegEx, combine
 from knowledge.blind_set import BlindSet
 
 MACRO_MIN_POSITIVES = 10
+# The blind set README's cues for `absent`: no, without, negative for, free of, clear of,
+# resolved/resolution of, not … enlarged, heart size normal/within/upper limits of normal.
+EXPLICIT_NEGATION = re.compile(r"\b(no|not|without|negative|free|clear|resolved|resolution|normal|within|"
+                               r"unremarkable)\b", re.I)
 
 
 class System(Protocol):
@@ -73,6 +82,7 @@ class SystemScore:
     findings: list[FindingScore]
     negation_precision: Rate
     negation_recall: Rate
+    explicit_negation_recall: Rate
     uncertainty_precision: Rate | None   # None: the system has no uncertainty detection
     uncertainty_recall: Rate | None
     normal_false_positives: Rate
@@ -150,6 +160,7 @@ def score(system: System, blind: BlindSet, has_uncertainty: bool = True) -> tupl
     errors, normal_fp, normal_total = [], 0, 0
     for sentence, predicted in zip(blind.sentences, predictions):
         gold = blind.labels_of(sentence.sentence_id)
+        explicit = bool(EXPLICIT_NEGATION.search(sentence.text))
         false_positive = False
         for cui, f in findings.items():
             g, p = gold.get(cui, "none"), predicted.get(cui, "none")
@@ -162,6 +173,8 @@ def score(system: System, blind: BlindSet, has_uncertainty: bool = True) -> tupl
                 counts[label, "tp"] += g == label and p == label
                 counts[label, "pred"] += p == label
                 counts[label, "gold"] += g == label
+            counts["explicit", "tp"] += explicit and g == "absent" and p == "absent"
+            counts["explicit", "gold"] += explicit and g == "absent"
             if g != p:
                 errors.append({"sentence_id": sentence.sentence_id, "finding": f.name, "gold": g,
                                "predicted": p, "text": sentence.text})
@@ -172,7 +185,8 @@ def score(system: System, blind: BlindSet, has_uncertainty: bool = True) -> tupl
     unc_r = Rate(counts["uncertain", "tp"], counts["uncertain", "gold"]) if has_uncertainty else None
     return SystemScore(system.name, list(findings.values()),
                        Rate(counts["absent", "tp"], counts["absent", "pred"]),
-                       Rate(counts["absent", "tp"], counts["absent", "gold"]), unc_p, unc_r,
+                       Rate(counts["absent", "tp"], counts["absent", "gold"]),
+                       Rate(counts["explicit", "tp"], counts["explicit", "gold"]), unc_p, unc_r,
                        Rate(normal_fp, normal_total)), errors
 
 
@@ -196,13 +210,14 @@ def format_report(results: Sequence[SystemScore], blind: BlindSet) -> str:
     n_pairs = len(blind.sentences) * len(blind.findings)
     lines = [f"Blind set: {len(blind.sentences)} sentences × {len(blind.findings)} findings = {n_pairs} pairs, "
              f"{len(blind.labels)} labelled; macro F1 over findings with ≥ {MACRO_MIN_POSITIVES} present.", "",
-             "| system | micro P | micro R | micro F1 | macro F1 | negation P | negation R | uncertain P | "
-             "uncertain R | FP normal sentences |", "|---" * 10 + "|"]
+             "| system | micro P | micro R | micro F1 | macro F1 | negation P | negation R | negation R, explicit | "
+             "uncertain P | uncertain R | FP normal sentences |", "|---" * 11 + "|"]
     for r in results:
         m = r.micro()
         fp = r.normal_false_positives
         lines.append(f"| {r.name} | {m.precision:.3f} | {m.recall:.3f} | {m.f1:.3f} | {r.macro_f1():.3f} | "
-                     f"{_fmt(r.negation_precision)} | {_fmt(r.negation_recall)} | {_fmt(r.uncertainty_precision)} | "
+                     f"{_fmt(r.negation_precision)} | {_fmt(r.negation_recall)} | "
+                     f"{_fmt(r.explicit_negation_recall)} ({r.explicit_negation_recall.total}) | {_fmt(r.uncertainty_precision)} | "
                      f"{_fmt(r.uncertainty_recall)} | {fp.value:.1%} ({fp.hits}/{fp.total}) |")
     lines += ["", "| finding | present | " + " | ".join(f"{r.name} P / R / F1" for r in results) + " |",
               "|---" * (2 + len(results)) + "|"]

@@ -56,3 +56,15 @@ def test_baselines_find_and_negate_their_synonyms(baseline):
     system = baseline({"E": ["pleural effusion", "effusion"], "P": ["pneumothorax"]})
 
     assert system.predict(["No pneumothorax.", "Small pleural effusion."]) == [{"P": "absent"}, {"E": "present"}]
+
+
+def test_explicit_negation_recall_leaves_out_sentences_without_a_negation_cue():
+    blind = _blind()
+    dropped = BlindSentence("4-F0", "4.xml", "FINDINGS", 0, False, "Pleural effusions or pneumothorax.")
+    blind = BlindSet(blind.sentences + [dropped], blind.labels + [BlindLabel("4-F0", "P", "pneumothorax", "absent")],
+                     blind.findings)
+
+    result, _ = score(_Fixed([{}, {"P": "absent"}, {}, {"P": "present"}]), blind)
+
+    assert (result.negation_recall.hits, result.negation_recall.total) == (1, 2)
+    assert (result.explicit_negation_recall.hits, result.explicit_negation_recall.total) == (1, 1)
