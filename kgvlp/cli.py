@@ -56,6 +56,8 @@ def _register_optional(sub, module: str, command: str, help_text: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgvlp", description=__doc__)
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help=f"show the traceback of a known failure (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train an experiment YAML (key=value overrides last)")
@@ -85,11 +87,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Failures a user can cause with a file or an option: each is reported as one line naming
+# the file (and key, line or row) and what was expected, exit status 2, no traceback.
+# "module:Class"; only modules already imported are looked at (an error of a module that
+# was never imported cannot have been raised), so this list costs no imports.
+KNOWN_ERRORS = ("kgvlp.config.loader:ConfigError", "kgvlp.models.weights:WeightsError",
+                "kgvlp.eval.loading:CheckpointError", "kgvlp.eval.data:EvalDataError",
+                "kgvlp.export.formats:ExportError", "kgvlp.export.names:NameMapError",
+                "kgvlp.data.readers.common:LayoutError", "kgvlp.engine.trainer:NonFiniteLoss",
+                "knowledge.blind_set:BlindSetError")
+USAGE_EXIT = 2
+DEBUG_FLAG, DEBUG_ENV = "--debug", "KGVLP_DEBUG"
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                                        PermissionError, UnicodeDecodeError]
+    for entry in KNOWN_ERRORS:
+        module, _, name = entry.partition(":")
+        if module in sys.modules and hasattr(sys.modules[module], name):
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (KeyError's repr quotes dropped; an OSError without
+    its file in the text gets it)."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(err, OSError) and err.filename and str(err.filename) not in text:
+        text = f"{err.filename}: {err.strerror or text}"
+    if isinstance(err, UnicodeDecodeError):
+        text = f"not UTF-8 text ({err.reason} at byte {err.start}) where text was expected"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
     # The deepspeed launcher appends --local_rank=N; LOCAL_RANK is in the environment too.
     argv = [a for a in argv if not a.startswith("--local_rank")]
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    argv = [a for a in argv if a != DEBUG_FLAG]
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after options (`--steps 5 trainer.lr=1e-4`).
@@ -97,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from kgvlp.config import ConfigError
     try:
         return args.func(args) or 0
-    except ConfigError as err:
-        print(f"kgvlp: configuration error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:  # noqa: BLE001 — filtered to the known failures just below
+        if debug or not isinstance(err, known_errors()):
+            raise
+        print(f"kgvlp: {one_line(err)} (--debug or {DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
+        return USAGE_EXIT
 
 
 if __name__ == "__main__":

@@ -161,7 +161,8 @@ def make_safe_checkpoint_engine():
         """DeepSpeed's torch checkpoint engine, loading with ``weights_only=True``."""
 
         def load(self, path: str, map_location=None):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            from kgvlp.models.weights import torch_load_tensors
+            return torch_load_tensors(path, map_location=map_location)
 
     _allow_deepspeed_checkpoint_types()
     return SafeCheckpointEngine()

@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-
 from kgvlp.config import LoadedExperiment, load_experiment
+from kgvlp.models.weights import load_state_into, read_state_dict
 
 
 def find_weights(path: str | Path) -> Path:
@@ -29,15 +28,8 @@ def load_weights_into(model: torch.nn.Module, path: str | Path, strict: bool = T
         from kgvlp.export import load_weights_into as load_export
         load_export(model, path)
         return
-    state = load_file(str(find_weights(path)))
-    own = model.state_dict()
-    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if mismatched:
-        raise ValueError(f"{path} was trained with another architecture: {mismatched[:8]}")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if strict and (missing or unexpected):
-        raise KeyError(f"{path} does not fit this model: missing {missing[:10]}, unexpected {unexpected[:10]}")
+    weights = find_weights(path)
+    load_state_into(model, read_state_dict(weights), weights, strict=strict)
 
 
 def load_model(path: str | Path, overrides: list[str] | tuple[str, ...] = ()):

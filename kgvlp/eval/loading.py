@@ -54,20 +54,13 @@ def _find_run(path: Path) -> tuple[Path, Path]:
 
 
 def _load_state(model: nn.Module, weights: Path, model_cfg) -> None:
-    from kgvlp.models.weights import read_state_dict
-    state = read_state_dict(weights)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs expected {tuple(own[k].shape)}"
-                  for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        raise CheckpointError(
-            f"{weights} does not fit the architecture its config describes "
-            f"(expected {_describe(model_cfg)}): {len(missing)} missing keys {missing[:5]}, "
-            f"{len(unexpected)} unexpected keys {unexpected[:5]}, shape mismatches {mismatched[:5]}")
-    model.load_state_dict(state)
+    from kgvlp.models.weights import WeightsError, load_state_into, read_state_dict
+    try:
+        state = {k.removeprefix("module."): v for k, v in read_state_dict(weights).items()}
+        load_state_into(model, state, weights, expected=f"the architecture its config describes: "
+                                                        f"{_describe(model_cfg)}")
+    except WeightsError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def load_trained(source) -> tuple[VLPModel, object | None]:

@@ -19,12 +19,13 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from kgvlp.export import heads as head_math
 from kgvlp.export import names
 from kgvlp.models.image import CNN_ARCHS, VIT_ARCHS
+from kgvlp.models.weights import from_pretrained, read_state_dict
 
 FORMATS = ("open_clip", "hf", "timm")
 MEAN = STD = 0.5
@@ -231,18 +232,18 @@ def write_open_clip(model, image_cfg, tokenizer, out: Path, experiment=None) -> 
 
 def read_image(folder: Path, maps: dict, image_cfg) -> dict[str, Tensor]:
     if (folder / "timm" / "model.safetensors").is_file():
-        return names.from_format(load_file(str(folder / "timm" / "model.safetensors")),
+        return names.from_format(read_state_dict(folder / "timm" / "model.safetensors"),
                                  maps["timm"], f"{folder}/timm/model.safetensors")
     if (folder / "hf" / "image").is_dir():
         from transformers import ViTModel
-        vit = ViTModel.from_pretrained(str(folder / "hf" / "image"), add_pooling_layer=False)
+        vit = from_pretrained(ViTModel, folder / "hf" / "image", "export folder", add_pooling_layer=False)
         return names.from_format(_state(vit), maps["hf_image"], f"{folder}/hf/image")
     if (folder / "open_clip").is_dir():
-        tensors = load_file(str(folder / "open_clip" / "open_clip_model.safetensors"))
+        tensors = read_state_dict(folder / "open_clip" / "open_clip_model.safetensors")
         trunk = [e for e in maps["open_clip"] if e.exported.startswith("visual.trunk.")]
         out = names.from_format({k: v for k, v in tensors.items() if k.startswith("visual.trunk.")}, trunk,
                                 f"{folder}/open_clip/open_clip_model.safetensors", skip_ops=("grey_to_rgb",))
-        exact = load_file(str(folder / "open_clip" / "kgvlp_exact.safetensors"))
+        exact = read_state_dict(folder / "open_clip" / "kgvlp_exact.safetensors")
         out[stem_key(image_cfg)] = exact[stem_key(image_cfg)]
         return out
     raise ExportError(f"{folder}: no image encoder in it (expected timm/, hf/image/ or open_clip/)")
@@ -251,10 +252,10 @@ def read_image(folder: Path, maps: dict, image_cfg) -> dict[str, Tensor]:
 def read_text(folder: Path, maps: dict) -> dict[str, Tensor]:
     if (folder / "hf" / "text").is_dir():
         from transformers import AutoModel
-        bert = AutoModel.from_pretrained(str(folder / "hf" / "text"), add_pooling_layer=False)
+        bert = from_pretrained(AutoModel, folder / "hf" / "text", "export folder", add_pooling_layer=False)
         return names.from_format(_state(bert), maps["hf_text"], f"{folder}/hf/text")
     if (folder / "open_clip").is_dir():
-        tensors = load_file(str(folder / "open_clip" / "open_clip_model.safetensors"))
+        tensors = read_state_dict(folder / "open_clip" / "open_clip_model.safetensors")
         text = [e for e in maps["open_clip"] if e.exported.startswith("text.transformer.")]
         pooler = "text.transformer.pooler."   # derived (kgvlp/export/heads.py), not kgvlp's
         return names.from_format({k: v for k, v in tensors.items()
@@ -265,10 +266,10 @@ def read_text(folder: Path, maps: dict) -> dict[str, Tensor]:
 
 def read_heads(folder: Path, maps: dict) -> dict[str, Tensor]:
     if (folder / "hf" / "heads.safetensors").is_file():
-        return names.from_format(load_file(str(folder / "hf" / "heads.safetensors")), maps["heads"],
+        return names.from_format(read_state_dict(folder / "hf" / "heads.safetensors"), maps["heads"],
                                  f"{folder}/hf/heads.safetensors")
     if (folder / "open_clip" / "kgvlp_exact.safetensors").is_file():
-        exact = load_file(str(folder / "open_clip" / "kgvlp_exact.safetensors"))
+        exact = read_state_dict(folder / "open_clip" / "kgvlp_exact.safetensors")
         return {k: v for k, v in exact.items() if k.startswith(names.PROJECTIONS) or k.startswith(names.IMAGE_POOL)}
     return {}
 

@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from kgvlp.config.schema import TextEncoderConfig
+from kgvlp.models.weights import check_model_folder, from_pretrained
 
 
 def default_text_model_path() -> Path:
@@ -22,14 +23,11 @@ def default_text_model_path() -> Path:
 
 def resolve_text_path(cfg: TextEncoderConfig) -> Path:
     path = Path(cfg.path).expanduser() if cfg.path else default_text_model_path()
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model.text.path: {path} is not a transformers model folder "
-                                "(expected config.json, tokenizer and weights in it)")
-    return path
+    return check_model_folder(path, "model.text.path")
 
 
 def load_tokenizer(cfg: TextEncoderConfig):
-    return AutoTokenizer.from_pretrained(str(resolve_text_path(cfg)), use_fast=True)
+    return from_pretrained(AutoTokenizer, resolve_text_path(cfg), "model.text.path", use_fast=True)
 
 
 @dataclass
@@ -50,9 +48,9 @@ class TextEncoder(nn.Module):
             overrides.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
         hf_logging.set_verbosity_error()  # the unused pooler's "unexpected keys" report is noise
         if cfg.pretrained:
-            self.bert = AutoModel.from_pretrained(str(path), add_pooling_layer=False, **overrides)
+            self.bert = from_pretrained(AutoModel, path, "model.text.path", add_pooling_layer=False, **overrides)
         else:
-            config = AutoConfig.from_pretrained(str(path), **overrides)
+            config = from_pretrained(AutoConfig, path, "model.text.path", **overrides)
             self.bert = AutoModel.from_config(config, add_pooling_layer=False)
         if cfg.gradient_checkpointing:
             self.bert.gradient_checkpointing_enable()
