@@ -25,6 +25,7 @@ a sample is solved as if its masked rows and columns had been deleted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -68,7 +69,7 @@ def _orient(cost: Tensor, row_mask: Tensor, col_mask: Tensor) -> tuple[Tensor, T
 
 
 def linear_sum_assignment(cost: Tensor, row_mask: Tensor | None = None,
-                          col_mask: Tensor | None = None) -> Assignment:
+                          col_mask: Tensor | None = None, solver: str | Callable = "torch") -> Assignment:
     """Minimum-cost assignment of every (n, m) matrix of a (B, n, m) batch.
 
     ``row_mask`` (B, n) / ``col_mask`` (B, m), True = takes part (default: all). Costs must
@@ -76,6 +77,9 @@ def linear_sum_assignment(cost: Tensor, row_mask: Tensor | None = None,
     Each sample gets min(valid rows, valid columns) pairs, exactly those of
     ``scipy.optimize.linear_sum_assignment(cost[b][rows_b][:, cols_b])``. Runs on
     ``cost.device`` in float64 without host synchronisation.
+
+    ``solver``: "torch" (fixed-shape tensor ops, any device) or "triton" (one kernel launch,
+    CUDA; ``kgvlp.modules.assignment_triton``), or a callable with ``_solve``'s signature.
     """
     if cost.dim() != 3:
         raise ValueError(f"linear_sum_assignment: expected a (batch, rows, columns) cost, got shape "
@@ -90,13 +94,27 @@ def linear_sum_assignment(cost: Tensor, row_mask: Tensor | None = None,
     # then only the first min(n, m) frame rows can hold one, and the loop stops there.
     order = (~row_valid).long().sort(dim=1, stable=True).indices
     packed = frame.gather(1, order[..., None].expand(-1, -1, size))
-    packed_col4row = _solve(packed, row_valid.gather(1, order), col_valid, min(rows, cols))
+    packed_col4row = _solver(solver)(packed, row_valid.gather(1, order), col_valid, min(rows, cols))
     col4row = torch.empty_like(packed_col4row).scatter_(1, order, packed_col4row)  # (B, N) in the frame
     row4col = _invert(col4row, size)
     # Back from the frame: a transposed sample's frame rows are the original columns.
     col_for_row = torch.where(transposed[:, None], row4col, col4row)[:, :rows]
     row_for_col = torch.where(transposed[:, None], col4row, row4col)[:, :cols]
     return Assignment(col_for_row=col_for_row, row_for_col=row_for_col)
+
+
+def _solver(solver: str | Callable) -> Callable:
+    if callable(solver):
+        return solver
+    if solver == "torch":
+        return _solve
+    if solver == "triton":
+        from kgvlp.modules import assignment_triton
+        if not assignment_triton.available():
+            raise RuntimeError("linear_sum_assignment: solver 'triton' needs the triton package "
+                               "(shipped with CUDA builds of torch); use solver 'torch'")
+        return assignment_triton.solve
+    raise ValueError(f"linear_sum_assignment: solver {solver!r}: expected 'torch' or 'triton'")
 
 
 def _invert(col4row: Tensor, size: int) -> Tensor:

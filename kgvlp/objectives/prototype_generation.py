@@ -50,17 +50,18 @@ class PrototypeGenerationConfig(ObjectiveConfig):
     max_scale: float = 100.0       # CLIP's clamp; official_quirks: no clamp
     gather: bool = True            # L_gpa negatives from all ranks (code: SyncFunction)
     official_quirks: bool = False
+    matcher: str = "torch"         # torch (tensor ops, any device) | triton (one CUDA launch)
 
 
 def causal_mask(size: int, device) -> Tensor:
     return torch.triu(torch.ones(size, size, dtype=torch.bool, device=device), diagonal=1)
 
 
-def match_slots(cost: Tensor, valid: Tensor) -> Tensor:
+def match_slots(cost: Tensor, valid: Tensor, solver: str = "torch") -> Tensor:
     """Per sample, the query matched to each target slot: (B, Q, S) cost, (B, S) bool valid
     targets → (B, S) query index (-1 on invalid slots), on the cost's device. Padded slots
     take no part: scipy's solution of ``cost[b][:, valid[b]]``."""
-    return linear_sum_assignment(cost, col_mask=valid).row_for_col
+    return linear_sum_assignment(cost, col_mask=valid, solver=solver).row_for_col
 
 
 def hungarian(cost: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -80,6 +81,8 @@ class PrototypeGeneration(Objective):
             raise ValueError(f"prototype_generation decodes image tokens into the text width: got "
                              f"{dims.image_token_width} and {width}; set model.image.projection_dim = "
                              f"model.text.projection_dim (PRIOR: 768)")
+        if cfg.matcher not in ("torch", "triton"):
+            raise ValueError(f"prototype_generation.matcher: {cfg.matcher!r}, expected torch | triton")
         self.queries = nn.Parameter(torch.randn(1, cfg.num_queries, width))   # code: torch.randn
         layer = nn.TransformerDecoderLayer(width, cfg.num_heads, int(cfg.ffn_ratio * width), dropout=cfg.dropout,
                                            batch_first=True, activation="gelu")  # post-norm, as BERT
@@ -99,8 +102,8 @@ class PrototypeGeneration(Objective):
             return torch.as_tensor(self.fixed_assignment, device=generated.device)
         cost = torch.cdist(at_least_fp32(generated.detach()), at_least_fp32(targets.detach()), p=1)
         if self.cfg.official_quirks:   # padded zero slots compete; code's inverted permutation
-            return linear_sum_assignment(cost).col_for_row                # (B, Q): Q × Q, square
-        return match_slots(cost, valid)
+            return linear_sum_assignment(cost, solver=self.cfg.matcher).col_for_row   # (B, Q): Q × Q
+        return match_slots(cost, valid, self.cfg.matcher)
 
     def forward(self, features, batch, ctx):
         view = features.extras[Need.PROTOTYPE_BANK.value]

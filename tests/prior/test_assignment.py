@@ -132,3 +132,64 @@ def test_any_small_batch_matches_scipy(rows, cols, levels, seed):
     out, expected = solve(cost, row_mask, col_mask)
 
     assert out.col_for_row.tolist() == expected.tolist()
+
+
+# ---------------------------------------------------------------------------------------
+# the one-launch Triton kernel (kgvlp/modules/assignment_triton.py)
+
+TRITON_CHECK = """
+import numpy as np, torch
+from kgvlp.modules.assignment import linear_sum_assignment
+from test_assignment import scipy_col_for_row
+generator = np.random.default_rng(7)
+for trial in range(24):
+    shape = (int(generator.integers(1, 4)), int(generator.integers(1, 7)), int(generator.integers(1, 7)))
+    cost = generator.integers(0, 3, size=shape) / 2 if trial % 2 else generator.random(shape)
+    rows, cols = generator.random(shape[:2]) < 0.8, generator.random((shape[0], shape[2])) < 0.8
+    got = linear_sum_assignment(torch.as_tensor(cost), torch.as_tensor(rows), torch.as_tensor(cols),
+                                solver="triton").col_for_row
+    assert got.tolist() == scipy_col_for_row(cost, rows, cols).tolist(), (cost, rows, cols, got)
+print("triton kernel matches scipy")
+"""
+
+
+def test_the_triton_kernel_matches_scipy_in_the_interpreter():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("triton")
+    here = Path(__file__).parent
+    env = {**os.environ, "TRITON_INTERPRET": "1",        # must be set before triton is imported
+           "PYTHONPATH": os.pathsep.join([str(here), str(here.parent), os.environ.get("PYTHONPATH", "")])}
+
+    done = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+    assert done.returncode == 0 and "matches scipy" in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernel needs a CUDA device")
+def test_the_compiled_triton_kernel_matches_scipy_on_the_gpu():
+    generator = np.random.default_rng(8)
+    cost = np.concatenate([generator.random((64, 16, 16)), generator.integers(0, 3, (64, 16, 16)) / 2.0])
+    cols = np.arange(16)[None] < generator.integers(0, 17, (128, 1))
+
+    got = linear_sum_assignment(torch.as_tensor(cost, device="cuda"), col_mask=torch.as_tensor(cols, device="cuda"),
+                                solver="triton")
+
+    assert got.col_for_row.cpu().tolist() == scipy_col_for_row(cost, np.ones((128, 16), bool), cols).tolist()
+
+
+def test_an_unknown_solver_is_refused():
+    with pytest.raises(ValueError, match="'torch' or 'triton'"):
+        linear_sum_assignment(torch.zeros(1, 2, 2), solver="auction")
+
+
+def test_prototype_generation_refuses_an_unknown_matcher():
+    from kgvlp.objectives.prototype_generation import PrototypeGeneration, PrototypeGenerationConfig
+    from prior.helpers import dims
+
+    with pytest.raises(ValueError, match="matcher: 'scipy', expected torch | triton"):
+        PrototypeGeneration(PrototypeGenerationConfig(num_heads=1, matcher="scipy"), dims(4))
