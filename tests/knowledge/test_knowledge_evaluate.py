@@ -68,3 +68,21 @@ def test_explicit_negation_recall_leaves_out_sentences_without_a_negation_cue():
 
     assert (result.negation_recall.hits, result.negation_recall.total) == (1, 2)
     assert (result.explicit_negation_recall.hits, result.explicit_negation_recall.total) == (1, 1)
+
+
+def test_on_the_blind_set_the_linker_meets_its_targets_ahead_of_both_baselines(bundled_graph, linker, capsys):
+    from knowledge import cli
+    from knowledge.blind_set import load_blind_set
+    from knowledge.evaluate import evaluate
+
+    kgvlp, *baselines = [r for r, _ in evaluate(load_blind_set(), bundled_graph, linker)]
+
+    assert kgvlp.micro().f1 >= 0.93 and kgvlp.macro_f1() >= 0.88
+    assert kgvlp.normal_false_positives.value <= 0.015 and kgvlp.explicit_negation_recall.value >= 0.99
+    for b in baselines:
+        assert kgvlp.micro().f1 > b.micro().f1 and kgvlp.macro_f1() > b.macro_f1()
+        assert kgvlp.negation_recall.value > b.negation_recall.value
+        assert kgvlp.normal_false_positives.value < b.normal_false_positives.value
+    cli.main(["evaluate"])
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in ("kgvlp linker", "regex + NegEx", "negspacy default"))
