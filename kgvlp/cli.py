@@ -94,8 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 KNOWN_ERRORS = ("kgvlp.config.loader:ConfigError", "kgvlp.models.weights:WeightsError",
                 "kgvlp.eval.loading:CheckpointError", "kgvlp.eval.data:EvalDataError",
                 "kgvlp.export.formats:ExportError", "kgvlp.export.names:NameMapError",
-                "kgvlp.data.readers.common:LayoutError", "kgvlp.engine.trainer:NonFiniteLoss",
-                "knowledge.blind_set:BlindSetError")
+                "kgvlp.data.readers.common:LayoutError", "kgvlp.data.readers.common:ReportError",
+                "kgvlp.engine.trainer:NonFiniteLoss",
+                "knowledge.blind_set:BlindSetError", "knowledge.batch:LinkCacheError",
+                "knowledge.reports:ReportFormatError")
 USAGE_EXIT = 2
 DEBUG_FLAG, DEBUG_ENV = "--debug", "KGVLP_DEBUG"
 

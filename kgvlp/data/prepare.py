@@ -4,11 +4,14 @@ Each image is decoded (PIL; DICOM through pydicom), converted to grey, resized s
 side is ``size`` and zero-padded to a square (MGCA: 256), and written into the cache with
 its report, labels and annotations (boxes scaled, SIIM RLE masks decoded and resized).
 Rows already in the cache are skipped, so an interrupted run resumes; unreadable images
-are skipped, counted and listed in ``skipped.txt`` with the reason.
+(truncated, corrupt, decompression bombs) and malformed reports are skipped, counted and
+listed in ``skipped.txt`` with the reason; reports with invalid UTF-8 are kept, decoded
+with replacement, counted and listed in ``replaced.txt``.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -27,12 +30,17 @@ def decode_image(path: str | Path) -> np.ndarray:
     if path.suffix.lower() == ".dcm":
         import pydicom  # optional: only DICOM sources (RSNA, SIIM) need it
         ds = pydicom.dcmread(path)
+        _refuse_bomb(int(getattr(ds, "Rows", 0)) * int(getattr(ds, "Columns", 0))
+                     * int(getattr(ds, "NumberOfFrames", 1) or 1))
         pixels = ds.pixel_array.astype(np.float32)
         if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
             pixels = pixels.max() - pixels
     else:
         from PIL import Image
-        with Image.open(path) as im:
+        with warnings.catch_warnings():   # PIL warns (and decodes) up to 2× its pixel limit
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             im.load()
             if im.mode in ("I;16", "I;16B", "I", "F"):
                 pixels = np.asarray(im, dtype=np.float32)
@@ -40,6 +48,14 @@ def decode_image(path: str | Path) -> np.ndarray:
                 return np.asarray(im.convert("L"), dtype=np.uint8)
     lo, hi = float(pixels.min()), float(pixels.max())
     return ((pixels - lo) / max(hi - lo, 1e-6) * 255 + 0.5).astype(np.uint8)
+
+
+def _refuse_bomb(pixels: int) -> None:
+    """The same pixel limit for DICOM as PIL applies to other images (89 M pixels)."""
+    from PIL import Image
+    if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+        raise ValueError(f"image of {pixels} pixels exceeds the limit of {Image.MAX_IMAGE_PIXELS} "
+                         "(a decompression bomb, or not a radiograph)")
 
 
 def _encode(args):
@@ -80,6 +96,11 @@ def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 256, wo
     info = {"dataset": dataset, "source_root": str(root), "label_names": result.label_names,
             "label_cuis": result.label_cuis, **result.info}
     writer = CacheWriter(out, len(records), size, info)
+    for entry in result.skipped_reports:
+        writer.skip(*entry.split("\t", 1))
+    if result.replaced_reports:
+        with open(Path(out) / "replaced.txt", "w") as listing:
+            listing.write("".join(entry + "\n" for entry in result.replaced_reports))
     todo = [(row, rec, size) for row, rec in enumerate(records) if row not in writer.done]
     from tqdm import tqdm
     bar = tqdm(total=len(records), initial=len(records) - len(todo), disable=not progress,
@@ -106,4 +127,6 @@ def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 256, wo
         consume(map(_encode, todo))
     bar.close()
     writer.close()
-    return {"records": len(records), "written": len(records) - skipped, "skipped": skipped, "out": str(out)}
+    return {"records": len(records), "written": len(records) - skipped, "skipped": skipped,
+            "skipped_reports": len(result.skipped_reports), "replaced_reports": len(result.replaced_reports),
+            "out": str(out)}

@@ -24,7 +24,8 @@ def test_prepare_resizes_pads_and_keeps_masks(tmp_path):
     counts = prepare("siim_acr", root, tmp_path / "cache", size=32, workers=1, progress=False)
     cache = ImageCache(tmp_path / "cache")
 
-    assert counts == {"records": 4, "written": 4, "skipped": 0, "out": str(tmp_path / "cache")}
+    assert counts == {"records": 4, "written": 4, "skipped": 0, "skipped_reports": 0, "replaced_reports": 0,
+                      "out": str(tmp_path / "cache")}
     assert cache.image(0).shape == (32, 32) and cache.image(0)[:, 24:].max() == 0  # 48 wide → padded right
     positive = next(m for m in cache.meta if m["instances"])
     assert cache.mask(positive["instances"][0]["mask"]).any() and positive["instances"][0]["box"]

@@ -13,6 +13,10 @@ class LayoutError(FileNotFoundError):
     """A dataset folder does not match its published layout."""
 
 
+class ReportError(ValueError):
+    """A report file that cannot be parsed; the message names it."""
+
+
 @dataclass
 class Record:
     """One image (and its report, labels, annotations) as read from a source dataset.
@@ -40,6 +44,20 @@ class ReadResult:
     label_names: list[str]
     label_cuis: list[str | None] | None = None
     info: dict = field(default_factory=dict)
+    # Bad records, never fatal: "file<TAB>reason" for each report that was skipped, and for
+    # each kept with invalid UTF-8 bytes replaced by U+FFFD.
+    skipped_reports: list[str] = field(default_factory=list)
+    replaced_reports: list[str] = field(default_factory=list)
+
+
+def read_report_text(path: Path, replaced: list[str]) -> str:
+    """A report file as UTF-8; invalid bytes become U+FFFD and the file is listed in ``replaced``."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        replaced.append(f"{path}\tinvalid UTF-8 at byte {err.start} ({err.reason}); decoded with replacement")
+        return data.decode("utf-8", errors="replace")
 
 
 def require_file(path: Path, layout: str) -> Path:

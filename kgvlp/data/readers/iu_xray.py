@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kgvlp.data.readers.common import LayoutError, ReadResult, Record, hash_split
+from kgvlp.data.readers.common import LayoutError, ReadResult, Record, ReportError, hash_split
 from kgvlp.data.synth.findings import FINDINGS, LABEL_NAMES
 
 LAYOUT = "root/ecgen-radiology/*.xml (or root/NLMCXR_reports.tgz) and root/NLMCXR_png/<image id>.png"
@@ -53,24 +53,43 @@ def parse_report(xml_bytes: bytes) -> IUReport:
                     mesh_automatic=automatic, images=[p.get("id") for p in tree.iter("parentImage")])
 
 
-def iter_reports(source: str | Path):
-    """IUReports from an ``ecgen-radiology`` folder, a folder holding it, or the tgz."""
+def _parsed(name: str, data: bytes, skipped: list[str] | None) -> IUReport | None:
+    """The report in ``data``; a malformed one raises ReportError naming ``name``, or with
+    ``skipped`` is listed there ("name<TAB>reason") and gives None."""
+    try:
+        return parse_report(data)
+    except (ET.ParseError, ValueError, AttributeError) as err:   # not XML, or not a report
+        reason = f"{type(err).__name__}: {err}"
+        if skipped is None:
+            raise ReportError(f"{name}: not an IU X-ray report XML ({reason})") from None
+        skipped.append(f"{name}\t{reason}")
+        return None
+
+
+def iter_reports(source: str | Path, skipped: list[str] | None = None):
+    """IUReports from an ``ecgen-radiology`` folder, a folder holding it, or the tgz. A
+    malformed XML file raises ReportError naming it, or with ``skipped`` (a list) is
+    listed there and skipped."""
     source = Path(source)
     if source.is_file() and source.name.endswith((".tgz", ".tar.gz")):
         with tarfile.open(source) as tar:
             for member in tar:
                 if member.isfile() and member.name.endswith(".xml"):
-                    yield parse_report(tar.extractfile(member).read())
+                    report = _parsed(f"{source}:{member.name}", tar.extractfile(member).read(), skipped)
+                    if report is not None:
+                        yield report
         return
     folder = source / "ecgen-radiology" if (source / "ecgen-radiology").is_dir() else source
     if (source / "NLMCXR_reports.tgz").is_file() and not (source / "ecgen-radiology").is_dir():
-        yield from iter_reports(source / "NLMCXR_reports.tgz")
+        yield from iter_reports(source / "NLMCXR_reports.tgz", skipped)
         return
     files = sorted(folder.glob("*.xml"))
     if not files:
         raise LayoutError(f"no report XML in {folder}. Expected layout: {LAYOUT}")
     for path in files:
-        yield parse_report(path.read_bytes())
+        report = _parsed(str(path), path.read_bytes(), skipped)
+        if report is not None:
+            yield report
 
 
 def mesh_labels(report: IUReport) -> list[float]:
@@ -85,8 +104,8 @@ def mesh_labels(report: IUReport) -> list[float]:
 def read_iu_xray(root: str | Path, images: str = "NLMCXR_png", first_image_only: bool = False) -> ReadResult:
     """One record per image (or per report with ``first_image_only``); split by report id."""
     root = Path(root)
-    records = []
-    for report in iter_reports(root):
+    records, skipped = [], []
+    for report in iter_reports(root, skipped):
         text = "\n".join(f"{k}: {v}" for k, v in report.sections.items() if v)
         for image_id in report.images[:1] if first_image_only else report.images:
             records.append(Record(id=image_id, image_path=root / images / f"{image_id}.png",
@@ -94,4 +113,4 @@ def read_iu_xray(root: str | Path, images: str = "NLMCXR_png", first_image_only:
                                   impression=report.impression, report=text, labels=mesh_labels(report),
                                   extra={"report_id": report.id, "mesh_major": report.mesh_major,
                                          "mesh_automatic": report.mesh_automatic}))
-    return ReadResult("iu_xray", records, list(LABEL_NAMES), [f.cui for f in FINDINGS])
+    return ReadResult("iu_xray", records, list(LABEL_NAMES), [f.cui for f in FINDINGS], skipped_reports=skipped)

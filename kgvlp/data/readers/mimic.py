@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from kgvlp.data.readers.common import LayoutError, ReadResult, Record, find_file, label_value, read_csv
+from kgvlp.data.readers.common import (LayoutError, ReadResult, Record, find_file, label_value, read_csv,
+                                       read_report_text)
 
 LAYOUT = ("root/mimic-cxr-2.0.0-{metadata,split,chexpert}.csv[.gz], "
           "root/files/pXX/pXXXXXXXX/sXXXXXXXX/<dicom_id>.jpg, reports root/files/pXX/pXXXXXXXX/sXXXXXXXX.txt")
@@ -62,7 +63,7 @@ def read_mimic_cxr(root: str | Path, reports_root: str | Path | None = None, vie
               zip(chexpert.study_id, chexpert[CHEXPERT_LABELS].itertuples(index=False, name=None))}
     split_of = dict(zip(split.dicom_id, split.split))
     frame = meta[meta.ViewPosition.isin(list(views))] if views else meta
-    records, seen_studies, report_cache = [], set(), {}
+    records, seen_studies, report_cache, replaced = [], set(), {}, []
     for row in frame.itertuples():
         study = int(row.study_id)
         if one_frontal_per_study and study in seen_studies:
@@ -72,7 +73,7 @@ def read_mimic_cxr(root: str | Path, reports_root: str | Path | None = None, vie
             report_path = study_dir(reports_root, int(row.subject_id), study).with_suffix(".txt")
             if not report_path.exists():
                 raise LayoutError(f"report {report_path} not found. Expected layout: {LAYOUT}")
-            text = report_path.read_text()
+            text = read_report_text(report_path, replaced)
             report_cache[study] = (text, *findings_impression(text))
         text, findings, impression = report_cache[study]
         if len(re.findall(r"\w+", findings + " " + impression)) < min_tokens:
@@ -84,4 +85,4 @@ def read_mimic_cxr(root: str | Path, reports_root: str | Path | None = None, vie
         records.append(Record(id=row.dicom_id, image_path=sdir / f"{row.dicom_id}.jpg", split=s,
                               findings=findings, impression=impression, report=text,
                               labels=labels.get(study), extra={"study_id": study, "view": row.ViewPosition}))
-    return ReadResult("mimic_cxr", records, list(CHEXPERT_LABELS))
+    return ReadResult("mimic_cxr", records, list(CHEXPERT_LABELS), replaced_reports=replaced)
