@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     _register_optional(sub, "kgvlp.data.cli", "data", "synthetic data, dataset preparation, previews")
     _register_optional(sub, "knowledge.cli", "knowledge", "UMLS graphs, linking, embeddings")
     _register_optional(sub, "kgvlp.export.cli", "export", "export encoders for open_clip, transformers, timm")
-    _register_optional(sub, "kgvlp.ablation.cli", "ablate", "ablation grids: train → eval per run, local/SLURM/Ray, report")
+    _register_optional(sub, "kgvlp.ablation.cli", "ablate",
+                       "ablation grids: train → eval per run, local/SLURM/Ray, report")
     return parser
 
 

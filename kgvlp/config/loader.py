@@ -81,7 +81,7 @@ TARGET_KEY = "_target_"
 def refuse_targets(node: Any, source: str, prefix: str = "") -> None:
     """ConfigError naming ``source`` and the key if any mapping under ``node`` has ``_target_``."""
     if isinstance(node, DictConfig):
-        items = ((str(k), node._get_node(k)) for k in node.keys())
+        items = ((str(k), node._get_node(k)) for k in node)
     elif isinstance(node, ListConfig):
         items = ((f"[{i}]", node._get_node(i)) for i in range(len(node)))
     else:

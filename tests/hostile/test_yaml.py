@@ -66,7 +66,8 @@ def test_a_python_tag_in_a_grids_base_is_refused_naming_the_base(tmp_path):
 
 @pytest.mark.parametrize("where", ["file", "override"])
 def test_an_unknown_resolver_is_refused_naming_the_key(tmp_path, where):
-    experiment = write(tmp_path, "exp.yaml", "trainer: {max_steps: '${nosuch:x}'}\n" if where == "file" else "seed: 0\n")
+    text = "trainer: {max_steps: '${nosuch:x}'}\n" if where == "file" else "seed: 0\n"
+    experiment = write(tmp_path, "exp.yaml", text)
     overrides = ["trainer.max_steps=${nosuch:x}"] if where == "override" else []
 
     with pytest.raises(ConfigError) as error:
