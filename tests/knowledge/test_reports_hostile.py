@@ -88,3 +88,18 @@ def test_a_corrupt_link_cache_row_is_relinked_and_a_non_database_is_named(linker
     assert [m.negated for m in mentions] == [True]
     with pytest.raises(LinkCacheError, match="other/links.sqlite"):
         LinkCache(tmp_path / "other")
+
+
+def test_kgvlp_cli_names_an_unreadable_corpus_in_one_line(tmp_path, bundled_graph, capsys):
+    import knowledge
+    from kgvlp import cli as kgvlp_cli
+    graph = tmp_path / "g.jsonl.gz"
+    knowledge.save_graph(bundled_graph, graph)
+    corpus = tmp_path / "reports.bin"
+    corpus.write_bytes(b"\x00\x01")
+
+    code = kgvlp_cli.main(["knowledge", "link", "--graph", str(graph), "--reports", str(corpus),
+                           "--out", str(tmp_path / "l.jsonl")])
+
+    err = capsys.readouterr().err
+    assert code == 2 and f"{corpus}: unsupported report corpus" in err and "Traceback" not in err
