@@ -154,7 +154,6 @@ def _sentence_pipeline():
 
 def assess_text(sentence: str, mention: str) -> tuple[bool, bool]:
     """(negated, uncertain) of the first occurrence of ``mention`` in ``sentence``."""
-    from spacy.tokens import Span
 
     nlp = _sentence_pipeline()
     doc = nlp.make_doc(sentence)
