@@ -9,6 +9,13 @@ or value the host must read (``nonzero``, boolean-mask indexing and index assign
 ``masked_select``, ``bincount``, ``unique``, ``repeat_interleave`` without an output
 size, ``equal``), forward and backward; ``torch.cuda.synchronize`` is counted too.
 
+Limits: a host read made inside an aten kernel (a C++ ``.item()``) is invisible to the
+modes; the ops known to do so are listed by name (``bincount``, ``unique``, ``equal``, ...);
+torch.multinomial no longer syncs (its checks are ``_assert_async``). DeepSpeed's optimizer
+step is outside what the tests count: on a CPU its parameters' step counters and ZeRO's
+partitions are host tensors, which this counter cannot tell from device ones. On a GPU,
+``torch.cuda.set_sync_debug_mode("error")`` is the complete check.
+
 Each event is recorded with the innermost kgvlp source line outside this module that made
 it (``kgvlp/objectives/itm.py:131``), or ``<backward or caller>`` (the backward pass has no kgvlp frame), so a test can
 both require zero and say where the syncs are.
