@@ -5,7 +5,10 @@ NORM set to its matching key (knowledge.variants: plurals, adjective/participle 
 spaCy ``PhraseMatcher`` on NORM over every alias of every concept (abbreviation aliases
 such as "PTX" match case-sensitively) → longest non-overlapping matches become
 ``doc.ents`` → an abbreviation defined in the text ("chronic obstructive pulmonary disease
-(COPD)") links its later uses → negspacy negation and uncertainty (knowledge.context).
+(COPD)") links its later uses → heart-size statements become cardiomegaly mentions
+(knowledge.statements) → negspacy negation and uncertainty (knowledge.context) → verdicts of
+heart-size statements, "<finding>like" words and alternatives ("A or B") set last. An alias
+"<qualifier> opacity" of a finding ("nodular opacity") also yields an opacity mention.
 
 There is no index on disk: everything is rebuilt from the graph in memory (about a second
 for the bundled subset), so nothing is ever read back from a cache folder.
