@@ -106,7 +106,13 @@ def _read_manifest(folder: Path) -> dict:
     if not (folder / MANIFEST).is_file():
         raise ExportError(f"{folder}: not a kgvlp export folder (no {MANIFEST}); "
                           "a run folder loads with kgvlp.engine.checkpoint.load_model")
-    return json.loads((folder / MANIFEST).read_text())
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ExportError(f"{folder / MANIFEST}: not the JSON manifest kgvlp export writes ({err})") from None
+    if not isinstance(manifest, dict):
+        raise ExportError(f"{folder / MANIFEST}: expected a JSON object, got {type(manifest).__name__}")
+    return manifest
 
 
 def _build_model(folder: Path):

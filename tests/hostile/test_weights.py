@@ -147,3 +147,14 @@ def test_debug_shows_the_traceback(run_with_damaged_weights, tmp_path, monkeypat
     monkeypatch.delenv("KGVLP_DEBUG")
     with pytest.raises(WeightsError):
         main(["--debug", "export", str(run_with_damaged_weights), "--out", str(tmp_path / "out")])
+
+
+def test_kgvlp_load_names_a_damaged_export_manifest(tmp_path):
+    import kgvlp
+    from kgvlp.export import MANIFEST, ExportError
+    (tmp_path / MANIFEST).write_bytes(b"\x80\x04payload")
+
+    with pytest.raises(ExportError) as error:
+        kgvlp.load(tmp_path)
+
+    assert str(error.value).startswith(f"{tmp_path / MANIFEST}: not the JSON manifest kgvlp export writes")
