@@ -28,7 +28,7 @@ TINY = {
 }
 
 
-def stack(name: str, bank_dir=None):
+def stack(name: str, bank_dir=None, stage_index: int = -1, epoch: float | None = None):
     overrides = list(TINY[name])
     if name == "mlip_demo":
         overrides += [f"data.knowledge_embeddings={bank_dir / 'embeddings'}",
@@ -37,10 +37,10 @@ def stack(name: str, bank_dir=None):
     stages = resolve_stages(cfg.trainer.stages, 10)
     torch.manual_seed(0)
     model = VLPModel(cfg.model, cfg.objectives, REGISTRY, stages)
-    step = stages[-1].start + 1 if stages else 20        # PRIOR: inside stage 3; MGCA: CPA unfrozen
+    step = stages[stage_index].start + 1 if stages else 20   # MGCA: after CPA's frozen first epoch
     stage = stage_at(stages, step)
-    return model, StepContext(step=step, epoch=step / 10, steps_per_epoch=10, max_steps=step + 10,
-                              stage=stage.name if stage else "")
+    return model, StepContext(step=step, epoch=step / 10 if epoch is None else epoch, steps_per_epoch=10,
+                              max_steps=step + 10, stage=stage.name if stage else "")
 
 
 def one_step(model, batch, ctx):
@@ -55,9 +55,12 @@ def mlip_bank(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize("name", ["demo", "mlip_demo", "prior_demo"])
-def test_a_training_step_makes_no_host_sync(name, tokenizer, reports, mlip_bank):
-    model, ctx = stack(name, mlip_bank)
+@pytest.mark.parametrize("name, stage_index, epoch", [
+    ("demo", -1, None), ("demo", -1, 0.5),                    # CPA's prototypes unfrozen, frozen
+    ("mlip_demo", -1, None),
+    ("prior_demo", 2, None), ("prior_demo", 0, None), ("prior_demo", 1, None)])   # stage 3, 1, 2
+def test_a_training_step_makes_no_host_sync(name, stage_index, epoch, tokenizer, reports, mlip_bank):
+    model, ctx = stack(name, mlip_bank, stage_index, epoch)
     batch = mlip.make_batch(tokenizer) if name == "mlip_demo" else make_batch(tokenizer, reports, size=4)
     one_step(model, batch, ctx)                          # first step: lazy initialisation
 
