@@ -89,6 +89,8 @@ def test_wrong_type_in_an_objective_option_fails_naming_the_key(tiny_yaml):
     ("eval.suite=everything", "['default', 'full', 'probe']"),
     ("objectives.tkp_alignment.fusion=bilinear", "['attention', 'tucker']"),
     ("objectives.itm.findings_from=reports", "['entities', 'labels', 'none']"),
+    ("objectives.prototype_generation.matcher=cuda", "['torch', 'triton']"),
+    ("model.services.divergence.schedule=linear", "['cosine', 'constant']"),
 ])
 def test_a_value_outside_a_fixed_set_fails_at_load_time_naming_the_choices(tiny_yaml, override, choices):
     with pytest.raises(ConfigError) as error:

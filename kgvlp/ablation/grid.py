@@ -24,7 +24,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Literal, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -82,7 +82,7 @@ class CheckpointPolicy:
     keep_last: int = 1
     keep_best: int = 1
     best_metric: str = "loss/total"
-    mode: str = "min"                   # min | max
+    mode: Literal["min", "max"] = "min"
 
 
 @dataclass

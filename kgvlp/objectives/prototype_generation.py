@@ -23,6 +23,7 @@ padded all-zero target slots inside the cost and the L1, the permutation applied
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ class PrototypeGenerationConfig(ObjectiveConfig):
     max_scale: float = 100.0       # CLIP's clamp; official_quirks: no clamp
     gather: bool = True            # L_gpa negatives from all ranks (code: SyncFunction)
     official_quirks: bool = False
-    matcher: str = "torch"         # torch (tensor ops, any device) | triton (one CUDA launch)
+    matcher: Literal["torch", "triton"] = "torch"  # torch (tensor ops, any device) | triton (one CUDA launch)
 
 
 def causal_mask(size: int, device) -> Tensor:
