@@ -96,6 +96,7 @@ KNOWN_ERRORS = ("kgvlp.config.loader:ConfigError", "kgvlp.models.weights:Weights
                 "kgvlp.eval.loading:CheckpointError", "kgvlp.eval.data:EvalDataError",
                 "kgvlp.export.formats:ExportError", "kgvlp.export.names:NameMapError",
                 "kgvlp.data.readers.common:LayoutError", "kgvlp.data.readers.common:ReportError",
+                "kgvlp.data.cache:CacheError",
                 "kgvlp.engine.trainer:NonFiniteLoss",
                 "knowledge.blind_set:BlindSetError", "knowledge.batch:LinkCacheError",
                 "knowledge.reports:ReportFormatError")

@@ -29,9 +29,23 @@ FORMAT = "kgvlp-image-cache"
 VERSION = 1
 
 
+class CacheError(ValueError):
+    """A folder that is not a complete, readable image cache; the message names the file."""
+
+
+def _read_info(path: Path) -> dict:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CacheError(f"{path}: not the JSON info file of a kgvlp image cache ({err})") from None
+    if not isinstance(info, dict):
+        raise CacheError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    return info
+
+
 def is_cache(folder: str | os.PathLike) -> bool:
     info = Path(folder) / "info.json"
-    return info.is_file() and json.loads(info.read_text()).get("format") == FORMAT
+    return info.is_file() and _read_info(info).get("format") == FORMAT
 
 
 class CacheWriter:
@@ -121,6 +135,21 @@ class CacheWriter:
         del self.images
 
 
+def _read_meta(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise CacheError(f"{path} not found: a complete kgvlp image cache holds meta.jsonl beside info.json")
+    rows = []
+    with open(path, encoding="utf-8", errors="strict") as lines:
+        try:
+            for number, line in enumerate(lines, 1):
+                rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise CacheError(f"{path}, line {number}: not a JSON row ({err.msg})") from None
+        except UnicodeDecodeError as err:
+            raise CacheError(f"{path}, line {len(rows) + 1}: not UTF-8 ({err.reason})") from None
+    return rows
+
+
 class ImageCache:
     """Read side. Picklable: the memory maps are opened lazily in each loader worker."""
 
@@ -131,12 +160,11 @@ class ImageCache:
             raise FileNotFoundError(
                 f"{info_path} not found: a kgvlp image cache folder holds info.json, images.npy "
                 "and meta.jsonl (make one with `kgvlp data prepare` or `kgvlp data synth`)")
-        self.info = json.loads(info_path.read_text())
+        self.info = _read_info(info_path)
         if self.info.get("format") != FORMAT or not self.info.get("complete"):
-            raise ValueError(f"{self.folder} is not a complete kgvlp image cache "
+            raise CacheError(f"{self.folder} is not a complete kgvlp image cache "
                              f"(info.json: format={self.info.get('format')!r}, complete={self.info.get('complete')})")
-        with open(self.folder / "meta.jsonl") as f:
-            self.meta = [json.loads(line) for line in f]
+        self.meta = _read_meta(self.folder / "meta.jsonl")
         self.image_size = int(self.info["image_size"])
         self.label_names = list(self.info.get("label_names", []))
         self._images = None
@@ -151,7 +179,11 @@ class ImageCache:
     @property
     def images(self) -> np.ndarray:
         if self._images is None:
-            self._images = np.load(self.folder / "images.npy", mmap_mode="r")
+            path = self.folder / "images.npy"
+            try:   # allow_pickle stays False: an object array is refused, never unpickled
+                self._images = np.load(path, mmap_mode="r")
+            except ValueError as err:
+                raise CacheError(f"{path}: not the uint8 image array of a kgvlp image cache ({err})") from None
         return self._images
 
     def image(self, row: int) -> np.ndarray:

@@ -141,3 +141,22 @@ def test_the_counts_are_printed_at_the_end_of_the_command(tmp_path, capsys):
 
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert counts["skipped_reports"] == 2 and counts["written"] == 2
+
+
+def test_a_damaged_image_cache_is_refused_naming_the_file_and_line(tmp_path, capsys):
+    from kgvlp.cli import main
+    from kgvlp.data.cache import CacheError
+    prepare("iu_xray", iu_folder(tmp_path / "iu"), tmp_path / "cache", size=32, workers=1, progress=False)
+    meta = tmp_path / "cache" / "meta.jsonl"
+    meta.write_text(meta.read_text() + '{"row": 2, "id": \n')
+    np.save(tmp_path / "cache" / "images.npy", np.array([object()], dtype=object), allow_pickle=True)
+
+    with pytest.raises(CacheError, match=rf"^{meta}, line 3: not a JSON row"):
+        ImageCache(tmp_path / "cache")
+    meta.write_text("".join(meta.read_text().splitlines(keepends=True)[:2]))
+    with pytest.raises(CacheError, match="images.npy: not the uint8 image array"):
+        ImageCache(tmp_path / "cache").image(0)
+    (tmp_path / "cache" / "info.json").write_bytes(b"\x80\x04")
+    code = main(["data", "show", str(tmp_path / "cache"), "--out", str(tmp_path / "show.png")])
+
+    assert code == 2 and capsys.readouterr().err.startswith(f"kgvlp: {tmp_path / 'cache' / 'info.json'}: not the JSON")
