@@ -2,8 +2,9 @@
 
 Heavy dependencies (spaCy/scispacy, torch, faiss) load only when their objects are used.
 """
-from knowledge.graph import (CHEST_TUIS, build_graph, bundled_meta_dir, graph_fingerprint,
-                             graph_stats, k_hop, load_graph, save_graph)
+from knowledge.graph import (CHEST_TUIS, bundled_meta_dir, graph_fingerprint, graph_stats,
+                             k_hop, load_graph, save_graph)
+from knowledge.graph_build import build_graph
 from knowledge.rrf import ParseReport
 
 __all__ = ["CHEST_TUIS", "ConceptEmbeddings", "Linker", "Mention", "ParseReport", "build_graph",

@@ -9,17 +9,14 @@ from pathlib import Path
 
 
 def _build_graph(args) -> None:
-    from knowledge.graph import CHEST_TUIS, build_graph, graph_stats, save_graph
-    from knowledge.rrf import ParseReport
+    from knowledge.graph import CHEST_TUIS, save_graph
+    from knowledge.graph_build import build_graph
 
-    report = ParseReport()
     tuis = None if args.tui == ["all"] else (args.tui or CHEST_TUIS)
-    g = build_graph(args.meta, sabs=args.sab, tuis=tuis, languages=args.lang, report=report)
+    g = build_graph(args.meta, sabs=args.sab, tuis=tuis, languages=args.lang)  # logs skipped rows once
     save_graph(g, args.out)
-    stats = graph_stats(g)
-    print(f"{stats['concepts']} concepts, {stats['edges']} edges -> {args.out} (fingerprint {stats['fingerprint']})")
-    if report.total_skipped:
-        print(f"skipped {report.total_skipped} malformed rows:\n{report.summary()}", file=sys.stderr)
+    print(f"{g.number_of_nodes()} concepts, {g.number_of_edges()} edges -> {args.out} "
+          f"(fingerprint {g.graph['fingerprint']})")
 
 
 def _link(args) -> None:

@@ -3,8 +3,9 @@
 An RRF row is ``field|field|...|field|`` (one trailing bar). Column order comes from
 MRFILES.RRF (``FMT`` column) when present, else from MRCOLS.RRF, else from the documented
 UMLS defaults below. Rows are decoded one at a time as UTF-8; a row with the wrong field
-count, invalid UTF-8 or no trailing bar is skipped and recorded in a :class:`ParseReport`
-(file, line number, reason) instead of raising.
+count, invalid UTF-8, no trailing bar, or nothing but whitespace is skipped and recorded in a
+:class:`ParseReport` (file, line number, reason) instead of raising. The report is logged once,
+by whoever finishes reading (``ParseReport.log_summary``), not once per row.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "MRFILES.RRF": ("FIL", "DES", "FMT", "CLS", "RWS", "BTS"),
     "MRCOLS.RRF": ("COL", "DES", "REF", "MIN", "AV", "MAX", "FIL", "DTY"),
 }
-MAX_EXAMPLES = 20
+MAX_EXAMPLES = 20  # per file
 
 
 @dataclasses.dataclass
@@ -40,7 +41,7 @@ class Malformed:
 
 @dataclasses.dataclass
 class ParseReport:
-    """Rows read and rows skipped per file; the first ``MAX_EXAMPLES`` skips in full."""
+    """Rows read and rows skipped per file; the first ``MAX_EXAMPLES`` skips of each file in full."""
 
     rows: Counter = dataclasses.field(default_factory=Counter)
     skipped: Counter = dataclasses.field(default_factory=Counter)
@@ -48,18 +49,23 @@ class ParseReport:
 
     def skip(self, file: str, line: int, reason: str) -> None:
         self.skipped[file] += 1
-        if len(self.examples) < MAX_EXAMPLES:
+        if self.skipped[file] <= MAX_EXAMPLES:
             self.examples.append(Malformed(file, line, reason))
-        log.warning("%s:%d: skipped malformed row (%s)", file, line, reason)
 
     @property
     def total_skipped(self) -> int:
         return sum(self.skipped.values())
 
     def summary(self) -> str:
-        parts = [f"{f}: {self.rows[f]} rows, {self.skipped[f]} skipped" for f in sorted(self.rows)]
+        files = sorted(set(self.rows) | set(self.skipped))
+        parts = [f"{f}: {self.rows[f]} rows, {self.skipped[f]} skipped" for f in files]
         parts += [f"  {m.file}:{m.line}: {m.reason}" for m in self.examples]
         return "\n".join(parts)
+
+    def log_summary(self) -> None:
+        """One WARNING with the per-file counts and first examples, if anything was skipped."""
+        if self.total_skipped:
+            log.warning("skipped %d malformed RRF rows:\n%s", self.total_skipped, self.summary())
 
     def to_dict(self) -> dict:
         return {"rows": dict(self.rows), "skipped": dict(self.skipped),
@@ -98,6 +104,8 @@ def column_order(meta_dir: Path, name: str) -> tuple[str, ...]:
 def split_row(raw: bytes, n_columns: int) -> list[str] | str:
     """Fields of one raw line, or the reason it is malformed."""
     raw = raw.rstrip(b"\r\n")
+    if not raw.strip():
+        return "blank line" if not raw else "whitespace-only line"
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -110,27 +118,50 @@ def split_row(raw: bytes, n_columns: int) -> list[str] | str:
     return fields
 
 
-def read_rows(path: Path, columns: tuple[str, ...], report: ParseReport) -> Iterator[dict[str, str]]:
-    """Yield each well-formed row of ``path`` as a dict; never holds more than one row."""
+def read_fields(path: Path, n_columns: int, report: ParseReport) -> Iterator[list[str]]:
+    """Yield the fields of each well-formed row of ``path``; never holds more than one row."""
     path = Path(path)
     name = path.name.removesuffix(".gz")
     with _open(path) as f:
         for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            fields = split_row(raw, len(columns))
+            fields = split_row(raw, n_columns)
             if isinstance(fields, str):
                 report.skip(name, line_no, fields)
                 continue
             report.rows[name] += 1
-            yield dict(zip(columns, fields))
+            yield fields
 
 
-def read_meta(meta_dir: Path, name: str, report: ParseReport) -> Iterator[dict[str, str]]:
-    """Rows of release file ``name`` (e.g. ``"MRCONSO.RRF"``) in ``meta_dir``; empty if absent."""
+def read_rows(path: Path, columns: tuple[str, ...], report: ParseReport) -> Iterator[dict[str, str]]:
+    """Yield each well-formed row of ``path`` as a dict keyed by ``columns``."""
+    for fields in read_fields(path, len(columns), report):
+        yield dict(zip(columns, fields))
+
+
+@dataclasses.dataclass
+class MetaFile:
+    """One release file opened for reading: its column order and its rows as field lists."""
+
+    columns: tuple[str, ...]
+    rows: Iterator[list[str]]
+
+    def index(self, column: str) -> int:
+        """Position of ``column`` in each row; -1 if this release's file lacks it."""
+        return self.columns.index(column) if column in self.columns else -1
+
+
+def open_meta(meta_dir: Path, name: str, report: ParseReport) -> MetaFile:
+    """Release file ``name`` (e.g. ``"MRCONSO.RRF"``) in ``meta_dir``; no rows if it is absent."""
     meta_dir = Path(meta_dir)
     path = find_file(meta_dir, name)
     if path is None:
         log.info("%s not found in %s", name, meta_dir)
-        return iter(())
-    return read_rows(path, column_order(meta_dir, name), report)
+        return MetaFile(DEFAULT_COLUMNS.get(name, ()), iter(()))
+    columns = column_order(meta_dir, name)
+    return MetaFile(columns, read_fields(path, len(columns), report))
+
+
+def read_meta(meta_dir: Path, name: str, report: ParseReport) -> Iterator[dict[str, str]]:
+    """Rows of release file ``name`` in ``meta_dir`` as dicts; empty if absent."""
+    meta = open_meta(meta_dir, name, report)
+    return (dict(zip(meta.columns, fields)) for fields in meta.rows)

@@ -1,8 +1,13 @@
 """Graph building: direction of REL, inverse collapsing, filters, save/load, k-hop."""
+import gzip
+import hashlib
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 import knowledge
-from knowledge.graph import canonical_edge
+from knowledge.relations import InverseTable, canonical_edge
 
 FILES = {
     "MRCONSO.RRF": [
@@ -44,8 +49,33 @@ def test_rel_is_relation_of_cui2_to_cui1_and_inverses_collapse(meta):
 
 
 def test_canonical_edge_is_the_same_for_both_directions():
-    inv = {"isa": "inverse_isa", "inverse_isa": "isa"}
+    inv = InverseTable(rel={"CHD": "PAR", "PAR": "CHD"}, rela={"isa": "inverse_isa", "inverse_isa": "isa"})
     assert canonical_edge("C1", "CHD", "C2", "isa", inv) == canonical_edge("C2", "PAR", "C1", "inverse_isa", inv)
+
+
+def _body_digest(g, path: Path) -> str:
+    """sha256 of a saved graph's node and edge lines (order and attributes included)."""
+    knowledge.save_graph(g, path)
+    with gzip.open(path, "rb") as f:
+        f.readline()  # header: build paths and parse counts
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def test_array_builder_writes_the_graph_the_row_by_row_builder_wrote(tmp_path):
+    # A release from tools/bench_rrf_scale.py (fixed seed, with MRDOC); the digests were taken
+    # from the row-by-row builder of commit e8a6290, before the builder kept arrays.
+    spec = importlib.util.spec_from_file_location(
+        "bench_rrf_scale", Path(__file__).resolve().parents[2] / "tools" / "bench_rrf_scale.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.generate(tmp_path / "meta", n_conso=20_000, n_rel=30_000, seed=0)
+
+    chest = knowledge.build_graph(tmp_path / "meta")
+    every_type = knowledge.build_graph(tmp_path / "meta", tuis=None)
+
+    assert (chest.number_of_nodes(), chest.number_of_edges()) == (3691, 6386)
+    assert _body_digest(chest, tmp_path / "chest.jsonl.gz") == "3451ef45edb09481"
+    assert _body_digest(every_type, tmp_path / "all.jsonl.gz") == "042cf9e7633254f6"
 
 
 def test_filters_language_suppression_sab_tui_and_allow_list(meta):
