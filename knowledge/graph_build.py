@@ -4,15 +4,16 @@ Four streaming passes, each keeping only what the final graph needs:
 
 1. MRSTY fixes the kept set: every concept with a kept semantic type gets a dense integer
    code; its types are held as the id of its distinct (TUI, STY) combination.
-2. MRCONSO: per kept concept the best name, up to ``max_aliases`` names and the id of its
-   set of source vocabularies (lists indexed by code, no per-concept dicts or sets).
+2. MRCONSO: per kept concept the best name, up to ``max_aliases`` names and a bit mask of
+   its source vocabularies (lists indexed by code, no per-concept dicts or sets; vocabulary
+   sets are nearly unique per concept, so they are not interned).
 3. MRDEF: the first definition of each concept that has a name.
 4. MRREL: rows between two concepts with a node become three int32 arrays (CUI1 code, CUI2 code,
    (REL, RELA, SAB) id). Orientation (knowledge.relations) and de-duplication run on the
    arrays; only the final edges enter networkx.
 
 Only the networkx graph is built from Python objects per concept and per edge, so peak
-memory is that graph plus a few bytes per MRREL row. Lists of types and sources are shared
+memory is that graph plus a few bytes per MRREL row. Lists of semantic types are shared
 between concepts with the same combination: treat node attributes as read-only.
 The result (nodes, edges, their order and attributes) is the one the earlier row-by-row
 builder produced; only relation orientation without MRDOC and blank-line counting changed.
@@ -101,10 +102,8 @@ class _Names:
         self.rank: list[int] = [-1] * n         # -1: no kept name (the concept is no node)
         self.name: list[str | None] = [None] * n
         self.aliases: list[list[str] | None] = [None] * n
-        self.sab_set: list[int] = [0] * n       # id into self.sab_sets
-        sab_sets = _Interner()
-        sab_sets.id(frozenset())
-        step: dict[tuple[int, str], int] = {}
+        self.sab_mask: list[int] = [0] * n      # bit b set: vocabulary self.sab_names[b]
+        sab_bit: dict[str, int] = {}
         meta = open_meta(meta_dir, "MRCONSO.RRF", report)
         col = {c: meta.index(c) for c in ("CUI", "LAT", "SAB", "SUPPRESS", "STR", "TS", "STT",
                                            "ISPREF", "TTY")}
@@ -134,12 +133,19 @@ class _Names:
                 lower = text.lower()
                 if not any(a.lower() == lower for a in names):
                     names.append(text)
-            old = self.sab_set[i]
-            new = step.get((old, sab))
-            if new is None:
-                new = step[(old, sab)] = sab_sets.id(sab_sets.values[old] | {sab})
-            self.sab_set[i] = new
-        self.sab_lists = [sorted(s) for s in sab_sets.values]
+            bit = sab_bit.get(sab)
+            if bit is None:
+                bit = sab_bit[sab] = len(sab_bit)
+            self.sab_mask[i] |= 1 << bit
+        self.sab_names = sorted(sab_bit, key=sab_bit.get)
+
+    def sabs_of(self, i: int) -> list[str]:
+        mask, names = self.sab_mask[i], []
+        while mask:
+            low = mask & -mask
+            names.append(self.sab_names[low.bit_length() - 1])
+            mask ^= low
+        return sorted(names)
 
 
 def _definitions(meta_dir: Path, kept: _KeptConcepts, names: _Names, sabs: frozenset | None,
@@ -166,7 +172,7 @@ def _add_nodes(g: nx.MultiDiGraph, kept: _KeptConcepts, names: _Names, definitio
             aliases = sorted(a for a in names.aliases[i] if a.lower() != lower)
             names.aliases[i] = None  # free as we go: the node's list replaces it
             yield kept.cuis[i], {"name": name, "aliases": aliases, "tuis": kept.tuis[combo],
-                                 "stys": kept.stys[combo], "sabs": names.sab_lists[names.sab_set[i]],
+                                 "stys": kept.stys[combo], "sabs": names.sabs_of(i),
                                  "definition": definitions[i]}
     g.add_nodes_from(records())
 
