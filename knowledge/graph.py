@@ -111,3 +111,11 @@ def graph_stats(g: nx.MultiDiGraph) -> dict:
         "isolated": sum(1 for d in degrees if d == 0),
         "weak_components": nx.number_weakly_connected_components(g) if len(g) else 0,
     }
+
+
+def __getattr__(name: str):
+    # build_graph moved to knowledge.graph_build (which imports this module); keep the old name
+    if name == "build_graph":
+        from knowledge.graph_build import build_graph
+        return build_graph
+    raise AttributeError(f"module 'knowledge.graph' has no attribute {name!r}")
