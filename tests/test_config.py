@@ -101,6 +101,24 @@ def test_a_value_outside_a_fixed_set_fails_at_load_time_naming_the_choices(tiny_
     assert f"Invalid value '{value}', expected one of" in str(error.value) and choices in str(error.value)
 
 
+@pytest.mark.parametrize("override, expected", [
+    ("data.batch_size=0", "expected a value ≥ 1, got 0"),
+    ("trainer.max_steps=-1", "expected a value ≥ 1, got -1"),
+    ("trainer.lr=0", "expected a value > 0, got 0"),
+    ("trainer.warmup_ratio=2", "expected a fraction in [0, 1], got 2.0"),
+])
+def test_a_number_out_of_range_fails_at_load_time_naming_the_key(tiny_yaml, override, expected):
+    with pytest.raises(ConfigError) as error:
+        load_experiment(tiny_yaml, [override])
+
+    assert str(error.value) == f"config key {override.split('=')[0]!r}: {expected}"
+
+
+def test_a_folder_given_as_the_experiment_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder: expected an experiment YAML file"):
+        load_experiment(tmp_path)
+
+
 def test_the_schemas_fixed_sets_are_the_registries_names():
     from typing import get_args
 

@@ -35,6 +35,8 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: base files include each other: {' → '.join(map(str, seen + (path,)))}")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder: expected an experiment YAML file")
     if not path.is_file():
         raise ConfigError(f"experiment file {path} does not exist")
     node = read_yaml(path)
@@ -175,10 +177,38 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple
         raise ConfigError(f"data.image_size ({tree.data.image_size}) must equal model.image.image_size "
                           f"({tree.model.image.image_size}); write data.image_size: "
                           "${model.image.image_size} to keep them together")
+    _check_ranges(tree)
     config = OmegaConf.to_object(tree)
     config.objectives = objectives
     config.model.services = services
     return LoadedExperiment(config=config, tree=tree, source=Path(path) if path else None)
+
+
+# Numbers outside these ranges pass the type check but fail (or silently do nothing) later:
+# key → (smallest allowed value, whether it may equal it). None (where the schema allows it)
+# is not checked.
+RANGES = {"data.batch_size": (1, True), "data.num_workers": (0, True), "data.synth_n": (1, True),
+          "data.synth_image_size": (1, True), "data.resize": (1, True), "data.max_entities": (1, True),
+          "data.max_sentences": (1, True), "data.max_samples": (1, True),
+          "model.image.image_size": (1, True), "model.text.max_length": (2, True),
+          "model.text.num_layers": (1, True), "model.text.sentence_slots": (1, True),
+          "trainer.max_steps": (1, True), "trainer.max_epochs": (0, False), "trainer.lr": (0, False),
+          "trainer.min_lr": (0, True), "trainer.weight_decay": (0, True), "trainer.warmup_ratio": (0, True),
+          "trainer.grad_accum": (1, True), "trainer.grad_clip": (0, True), "trainer.log_every": (1, True),
+          "trainer.checkpoint_every": (0, True), "trainer.keep_checkpoints": (0, True)}
+
+
+def _check_ranges(tree: DictConfig) -> None:
+    for key, (least, inclusive) in RANGES.items():
+        value = OmegaConf.select(tree, key)
+        if value is None or isinstance(value, bool):
+            continue
+        if value < least or (value == least and not inclusive):
+            bound = f"≥ {least}" if inclusive else f"> {least}"
+            raise ConfigError(f"config key {key!r}: expected a value {bound}, got {value}")
+    if not 0 <= tree.trainer.warmup_ratio <= 1:
+        raise ConfigError(f"config key 'trainer.warmup_ratio': expected a fraction in [0, 1], "
+                          f"got {tree.trainer.warmup_ratio}")
 
 
 # The knowledge bank's files are named once, under data (the data side maps CUIs to rows of

@@ -6,13 +6,21 @@ import json
 import time
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+    return value
+
+
 def register(subparsers) -> None:
     synth = subparsers.add_parser("synth", help="generate a SynthCXR cache folder")
     synth.add_argument("--out", required=True)
-    synth.add_argument("--n", type=int, default=2000)
+    synth.add_argument("--n", type=positive_int, default=2000)
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", type=int, default=256, help="image side in pixels (224–512)")
-    synth.add_argument("--workers", type=int, default=None)
+    synth.add_argument("--size", type=positive_int, default=256, help="image side in pixels (224–512)")
+    synth.add_argument("--workers", type=positive_int, default=None)
     synth.set_defaults(func=_synth)
 
     prepare = subparsers.add_parser("prepare", help="decode a real dataset once into an image cache")
@@ -20,16 +28,16 @@ def register(subparsers) -> None:
     prepare.add_argument("dataset", choices=sorted(READERS))
     prepare.add_argument("--root", required=True, help="the dataset folder in its published layout")
     prepare.add_argument("--out", required=True)
-    prepare.add_argument("--size", type=int, default=256)
-    prepare.add_argument("--workers", type=int, default=None)
-    prepare.add_argument("--limit", type=int, default=None, help="only the first N records")
+    prepare.add_argument("--size", type=positive_int, default=256)
+    prepare.add_argument("--workers", type=positive_int, default=None)
+    prepare.add_argument("--limit", type=positive_int, default=None, help="only the first N records")
     prepare.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="reader option, e.g. one_frontal_per_study=true (JSON values)")
     prepare.set_defaults(func=_prepare)
 
     show = subparsers.add_parser("show", help="render samples with masks, boxes and reports to a PNG")
     show.add_argument("folder")
-    show.add_argument("--n", type=int, default=8)
+    show.add_argument("--n", type=positive_int, default=8)
     show.add_argument("--out", default="grid.png")
     show.add_argument("--split", default=None)
     show.add_argument("--seed", type=int, default=0)
