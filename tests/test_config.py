@@ -104,7 +104,7 @@ def test_a_value_outside_a_fixed_set_fails_at_load_time_naming_the_choices(tiny_
 @pytest.mark.parametrize("override, expected", [
     ("data.batch_size=0", "expected a value ≥ 1, got 0"),
     ("trainer.max_steps=-1", "expected a value ≥ 1, got -1"),
-    ("trainer.lr=0", "expected a value > 0, got 0"),
+    ("trainer.lr=0", "expected a value > 0, got 0.0"),
     ("trainer.warmup_ratio=2", "expected a fraction in [0, 1], got 2.0"),
 ])
 def test_a_number_out_of_range_fails_at_load_time_naming_the_key(tiny_yaml, override, expected):
