@@ -39,6 +39,8 @@ def run_task(grid_dir: str, run_id: str, cpus: int, gpus: int, command: list[str
         log.flush()
         code = subprocess.call([*(command or worker_command(gpus)), grid_dir, run_id, "ray"], stdout=log,
                                stderr=subprocess.STDOUT, env=env)
+    if read_status(folder).get("state") == "done":   # finished before the signal or exit code: stays done
+        return "done"
     if code < 0:
         update_status(folder, state="queued", error=f"worker killed by signal {-code}; Ray retries it")
         raise RunCrashed(f"run {run_id}: worker killed by signal {-code}")
