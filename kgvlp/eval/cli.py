@@ -37,7 +37,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                              "COVIDx, SIIM-ACR, Object-CXR via `kgvlp data prepare`)")
     parser.add_argument("--fractions", type=_floats, default=[0.01, 0.1, 1.0],
                         help="label fractions, comma-separated (default 0.01,0.1,1)")
-    parser.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="seeds, comma-separated (default 0,1,2)")
+    parser.add_argument("--seeds", type=_ints, default=None,
+                        help="seeds, comma-separated (default 0,1,2; with --protocol, the paper's: MGCA 42)")
     parser.add_argument("--out", default=None, help="output folder (default RUN/eval or ./eval_out)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the random-init and start baselines")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -55,6 +56,14 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="SynthCXR generation seed (default: the run's data.synth_seed; another seed "
                              "gives a held-out SynthCXR that shares no study with pretraining)")
     parser.add_argument("--cache-dir", default=None, help="where SynthCXR is generated (default: the run's)")
+    parser.add_argument("--protocol", choices=["mgca", "prior"], default=None,
+                        help="a paper's downstream protocol on --dataset folders (its splits, fractions, "
+                             "recipes; tagged tables; docs/eval.md)")
+    parser.add_argument("--dataset", action="append", default=[], metavar="NAME=FOLDER",
+                        help="with --protocol: a dataset in its published layout (mgca: chexpert, rsna, covidx, "
+                             "siim, object_cxr; prior: chexpert_5x200=<PRIOR's json> and chexpert); repeatable")
+    parser.add_argument("--protocol-option", action="append", default=[], metavar="DATASET.KEY=INT",
+                        help="with --protocol, for small fixtures: chexpert.valid_num, rsna.detection_holdout")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run_cli)
     return parser
@@ -75,6 +84,10 @@ def _probe_config(args) -> ProbeConfig:
 def run_cli(args) -> int:
     from kgvlp.config.loader import ConfigError
     from kgvlp.eval import CheckpointError, EvalDataError, evaluate
+    if args.protocol:
+        from kgvlp.eval.protocols.cli import run_protocol
+        return run_protocol(args, _default_out(args.model))
+    args.seeds = args.seeds or [0, 1, 2]
     data_kwargs = {k: v for k, v in (("cache_dir", args.cache_dir), ("synth_n", args.synth_n),
                                                    ("synth_seed", args.synth_seed)) if v is not None}
     try:
