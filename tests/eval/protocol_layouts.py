@@ -174,15 +174,20 @@ def write_object_cxr(root: Path, images: bool, seed: int = 5) -> Path:
     return folder
 
 
-def write_prior_5x200(root: Path, seed: int = 6) -> Path:
-    """PRIOR's datasets/zero_shot_classification/chexpert_5x200.json shape: {row id: {image_path, label one-hot}}."""
+def write_prior_5x200(root: Path, chexpert: Path, seed: int = 6) -> Path:
+    """PRIOR's datasets/zero_shot_classification/chexpert_5x200.json shape: {row id: {image_path
+    relative to the CheXpert folder, one-hot label over the 5 tasks}}, drawn from the fixture's
+    own frontal single-finding train images (so their pixels are in its image cache)."""
     rng = random.Random(seed)
+    with open(chexpert / "train.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     entries = {}
-    for c in range(5):
-        for k in range(PRIOR_PER_CLASS):
-            row = str(int(rng.random() * 220000))
-            entries[row] = {"image_path": f"train/patient{1 + c * PRIOR_PER_CLASS + k:05d}/study1/view1_frontal.jpg",
-                            "label": [int(j == c) for j in range(5)]}
+    for c, task in enumerate(COMPETITION):
+        single = [r for r in rows if r["Frontal/Lateral"] == "Frontal" and r[task] == "1.0"
+                  and all(r[t] != "1.0" for t in COMPETITION if t != task)]
+        for row in single[:PRIOR_PER_CLASS]:
+            entries[str(int(rng.random() * 220000))] = {"image_path": row["Path"].split("/", 1)[1],
+                                                        "label": [int(j == c) for j in range(5)]}
     path = root / "prior" / "chexpert_5x200.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(entries, indent=4))
@@ -192,6 +197,7 @@ def write_prior_5x200(root: Path, seed: int = 6) -> Path:
 def write_all(root: str | Path, images: bool = False, dicom_stubs: bool = False) -> dict[str, Path]:
     """Every fixture dataset under ``root``; returns {dataset: its folder (or file)}."""
     root = Path(root)
-    return {"chexpert": write_chexpert(root, images), "rsna": write_rsna(root, images),
+    chexpert = write_chexpert(root, images)
+    return {"chexpert": chexpert, "rsna": write_rsna(root, images),
             "covidx": write_covidx(root, images), "siim": write_siim(root, images, dicom_stubs=dicom_stubs),
-            "object_cxr": write_object_cxr(root, images), "prior_5x200": write_prior_5x200(root)}
+            "object_cxr": write_object_cxr(root, images), "prior_5x200": write_prior_5x200(root, chexpert)}

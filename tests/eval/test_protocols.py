@@ -11,7 +11,7 @@ import pytest
 
 import protocol_layouts as layouts
 from kgvlp.data.readers.common import LayoutError
-from kgvlp.eval.protocols import SplitManifest, Subset, mgca, prior
+from kgvlp.eval.protocols import ProtocolOptions, SplitManifest, Subset, mgca, prior
 
 OFFICIAL = json.loads((Path(__file__).parent / "data" / "protocol_fixtures" / "official_ids.json").read_text())
 SEEDS = tuple(OFFICIAL["fixture"]["seeds"])
@@ -124,7 +124,7 @@ def test_cli_protocol_run_writes_the_official_lists_and_tagged_tables(tmp_path):
     out = tmp_path / "out"
 
     code = main(["eval", str(run), "--protocol", "mgca", *[a for k, v in roots.items() for a in ("--dataset", f"{k}={v}")],
-                 "--seeds", "42", "--max-epochs", "1", "--no-baselines", "--device", "cpu", "--no-progress",
+                 "--seeds", "42", "--fractions", "0.1", "--max-epochs", "1", "--no-baselines", "--device", "cpu", "--no-progress",
                  "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
 
     assert code == 0
@@ -132,6 +132,8 @@ def test_cli_protocol_run_writes_the_official_lists_and_tagged_tables(tmp_path):
         dataset, task = key.split("/")
         manifest = SplitManifest.read(out / "manifests" / f"mgca_{dataset}_{task}.manifest.json")
         assert manifest.splits == OFFICIAL["lists"]["mgca"][key]["splits"]
+        official_subset = OFFICIAL["lists"]["mgca"][key]["subsets"]["0.1" if dataset == "covidx" else "0.1@42"]
+        assert manifest.subset(0.1, 42) == official_subset
         result = json.loads((out / f"mgca_{dataset}_{task}.json").read_text())
         assert result["rows"], result.get("skipped")
         for row in result["rows"]:
@@ -139,3 +141,25 @@ def test_cli_protocol_run_writes_the_official_lists_and_tagged_tables(tmp_path):
             assert row["seeds"] == "42" and len(row["config_hash"]) == 64 and row["kgvlp_version"] and row["commit"]
         table = (out / f"mgca_{dataset}_{task}.md").read_text()
         assert f"split manifest sha256 {manifest.content_hash[:16]}" in table and "seeds [42]" in table
+
+
+def test_prior_zero_shot_runs_on_its_list_and_says_what_is_not_released(tmp_path):
+    from eval_fixtures import make_tiny_model
+    from kgvlp.eval.protocols import evaluate_protocol
+
+    data = tmp_path / "data"
+    chexpert = layouts.write_chexpert(data, images=False)
+    json_path = layouts.write_prior_5x200(data, chexpert)
+    listed = [e["image_path"] for e in json.loads(json_path.read_text()).values()]
+    for n, relative in enumerate(listed[:-3]):     # 3 listed images unreadable: skipped and counted
+        layouts._image(chexpert / relative, n)
+
+    results = evaluate_protocol(make_tiny_model(), "prior", {"chexpert_5x200": json_path, "chexpert": chexpert},
+                                tmp_path / "out", baselines=False, device="cpu", progress=False,
+                                options=ProtocolOptions(cache_dir=str(tmp_path / "cache")))
+
+    zero_shot, supervised = results
+    assert [r["model"] for r in zero_shot.rows] == ["trained"]
+    assert {"accuracy", "precision", "recall", "f1", "kappa", "split_hash", "config_hash"} <= set(zero_shot.rows[0])
+    assert any("{'test': 3}" in n for n in zero_shot.notes)
+    assert "not released" in supervised.skipped

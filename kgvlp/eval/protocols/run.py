@@ -111,11 +111,16 @@ def _cache_for(dataset: str, root: Path, options: ProtocolOptions, progress: boo
         return ImageCache(root)
     folder = Path(options.cache_dir) / f"protocol_{READER[dataset]}_{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:8]}"
     if not is_cache(folder):
-        from kgvlp.data.prepare import prepare
-        try:
-            prepare(READER[dataset], root, folder, size=options.cache_size, progress=progress)
-        except (FileNotFoundError, ValueError, KeyError) as err:
-            raise EvalDataError(f"{dataset}: cannot cache the images of {root}: {err}") from err
+        # its own process: ``prepare`` forks decoding workers, and a fork of a process that
+        # already ran torch (a loaded model, its thread pools) can hang
+        import subprocess
+        import sys
+        command = [sys.executable, "-m", "kgvlp.cli", "data", "prepare", READER[dataset], "--root", str(root),
+                   "--out", str(folder), "--size", str(options.cache_size)]
+        done = subprocess.run(command, capture_output=not progress, text=True)
+        if done.returncode != 0 or not is_cache(folder):
+            raise EvalDataError(f"{dataset}: cannot cache the images of {root} (`{' '.join(command[1:])}` "
+                                f"exited {done.returncode}): {(done.stderr or '').strip()[-500:]}")
     return ImageCache(folder)
 
 
@@ -207,6 +212,20 @@ def bind(manifest: SplitManifest, cache) -> Bound:
 
 # --------------------------------------------------------------------------- tasks
 
+def _labelled_subsets(bound: Bound, ctx, result: TaskResult, model_name: str):
+    """(fraction, seed, train positions) of every run; an empty subset is noted and not run."""
+    for fraction in ctx.fractions(bound.manifest):
+        for seed in ctx.seeds:
+            rows, lost = bound.subset_positions(fraction, seed)
+            if lost:
+                result.notes.append(f"{model_name} @ {fraction:g}, seed {seed}: {lost} labelled IDs without a "
+                                    "cached image, skipped")
+            if not rows:
+                result.notes.append(f"{model_name} @ {fraction:g}, seed {seed}: empty labelled subset, not run")
+                continue
+            yield fraction, seed, rows
+
+
 def _classification(bound: Bound, ctx) -> TaskResult:
     from kgvlp.eval.features import image_features
     from kgvlp.eval.linear_probe import ProbeConfig, score_probe, train_probe
@@ -225,19 +244,14 @@ def _classification(bound: Bound, ctx) -> TaskResult:
                                                                "multiclass" if multiclass else "multilabel"),
                                    ctx.device, desc=f"{candidate.name}/{m.dataset}/{s}", progress=ctx.progress)
                  for s in ("train", "val", "test")}
-        for fraction in ctx.fractions(m):
-            for seed in ctx.seeds:
-                rows, lost = bound.subset_positions(fraction, seed)
-                if not rows:
-                    result.notes.append(f"{candidate.name} @ {fraction:g}, seed {seed}: empty labelled subset, not run")
-                    continue
-                index = torch.as_tensor(rows)
-                probe, info = train_probe(feats["train"].global_vector[index], feats["train"].labels[index],
-                                          feats["val"].global_vector, feats["val"].labels, multiclass, seed, cfg,
-                                          ctx.device)
-                metrics = score_probe(probe, feats["test"].global_vector, feats["test"].labels, multiclass)
-                result.rows.append({"model": candidate.name, "fraction": fraction, "seed": seed, **metrics,
-                                    "train_size": len(rows), **info, **tag})
+        for fraction, seed, rows in _labelled_subsets(bound, ctx, result, candidate.name):
+            index = torch.as_tensor(rows)
+            probe, info = train_probe(feats["train"].global_vector[index], feats["train"].labels[index],
+                                      feats["val"].global_vector, feats["val"].labels, multiclass, seed, cfg,
+                                      ctx.device)
+            metrics = score_probe(probe, feats["test"].global_vector, feats["test"].labels, multiclass)
+            result.rows.append({"model": candidate.name, "fraction": fraction, "seed": seed, **metrics,
+                                "train_size": len(rows), **info, **tag})
     result.notes.append(f"{spec.head}; AdamW lr {cfg.lr:g}, wd {cfg.weight_decay:g}, batch {cfg.batch_size}, "
                         f"≤ {cfg.max_epochs} epochs, early stopping on val loss (patience 10); {spec.metric}.")
     return _finish(result, bound, tag)
@@ -262,20 +276,15 @@ def _dense(bound: Bound, ctx, task: str) -> TaskResult:
     tag = ctx.tag(m, spec, {"epochs": epochs})
     train_fn = train_detector if task == "detection" else train_segmenter
     for candidate in ctx.candidates:
-        for fraction in ctx.fractions(m):
-            for seed in ctx.seeds:
-                rows, lost = bound.subset_positions(fraction, seed)
-                if not rows:
-                    result.notes.append(f"{candidate.name} @ {fraction:g}, seed {seed}: empty labelled subset, not run")
-                    continue
-                cfg = (DetConfig if task == "detection" else SegConfig)(
-                    epochs=epochs, lr=spec.lr[fraction], batch_size=spec.batch_size[fraction])
-                encoder = copy.deepcopy(candidate.model.image_encoder)
-                image_cfg = candidate.model.model_cfg.image
-                metrics = train_fn(encoder, Subset(views["train"], rows), views["test"], len(m.class_names),
-                                   ctx.image_size, image_cfg.in_chans, seed, cfg, ctx.device, progress=ctx.progress)
-                result.rows.append({"model": candidate.name, "fraction": fraction, "seed": seed, **metrics,
-                                    "train_size": len(rows), **tag})
+        for fraction, seed, rows in _labelled_subsets(bound, ctx, result, candidate.name):
+            cfg = (DetConfig if task == "detection" else SegConfig)(
+                epochs=epochs, lr=spec.lr[fraction], batch_size=spec.batch_size[fraction])
+            encoder = copy.deepcopy(candidate.model.image_encoder)   # fine-tuning must not touch the model
+            metrics = train_fn(encoder, Subset(views["train"], rows), views["test"], len(m.class_names),
+                               ctx.image_size, candidate.model.model_cfg.image.in_chans, seed, cfg, ctx.device,
+                               progress=ctx.progress)
+            result.rows.append({"model": candidate.name, "fraction": fraction, "seed": seed, **metrics,
+                                "train_size": len(rows), **tag})
     result.notes.append(f"Official head: {spec.head}; kgvlp's {task} head instead (docs/eval.md). "
                         f"lr {spec.lr}, batch {spec.batch_size} by fraction, {epochs} epochs, frozen encoder; "
                         f"official metric: {spec.metric}.")
@@ -360,7 +369,7 @@ def evaluate_protocol(model, protocol: str, roots: dict[str, str | Path], out_di
     out = Path(out_dir)
     for manifest in manifests:
         manifest.write(out / "manifests")
-    # caches first: ``prepare`` forks worker processes, which must not inherit a loaded model's threads
+    # every cache is ready (or its layout error raised) before any model is loaded
     bound = [bind(m, _cache_for(m.dataset, roots["chexpert"] if m.dataset == "chexpert_5x200" else roots[m.dataset],
                                 options, progress)) for m in manifests]
     found, run_config = candidates(model, with_baselines=baselines)
