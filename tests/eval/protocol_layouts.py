@@ -4,7 +4,7 @@ exactly as the downloads name and shape them), for the protocol split tests.
 The same generator feeds tools/official_splits.py (which runs the official MGCA / PRIOR
 preprocessing on it) and tests/eval/test_protocols.py (which runs kgvlp's), so both see
 byte-identical files. Python's ``random.Random(seed).random()`` only: its stream is fixed
-across Python versions. Images are optional 16×16 grey PNG/JPEGs, enough for ``kgvlp data
+across Python versions. Images are optional flat grey PNG/JPEGs (16 px; 1024 px where boxes or masks are in full-size pixels), enough for ``kgvlp data
 prepare`` and an end-to-end ``kgvlp eval --protocol``.
 """
 from __future__ import annotations
@@ -30,10 +30,11 @@ OBJECT_TRAIN, OBJECT_DEV = 200, 30
 PRIOR_PER_CLASS = 12
 
 
-def _image(path: Path, value: int) -> None:
+def _image(path: Path, value: int, size: int = 16) -> None:
+    """A flat grey image; ``size`` 1024 where boxes / masks are given in full-size pixels."""
     from PIL import Image
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("L", (16, 16), color=value % 256).save(path)
+    Image.new("L", (size, size), color=value % 256).save(path)
 
 
 def _chexpert_cell(rng: random.Random):
@@ -94,7 +95,7 @@ def write_rsna(root: Path, images: bool, seed: int = 2) -> Path:
                           f"{100 + int(rng.random() * 300)}.0", "1"])
         detail.append([pid, "Lung Opacity" if boxes else "Normal"])
         if images:
-            _image(folder / "stage_2_train_images" / f"{pid}.png", k)
+            _image(folder / "stage_2_train_images" / f"{pid}.png", k, size=1024)
     with open(folder / "stage_2_train_labels.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([["patientId", "x", "y", "width", "height", "Target"], *table])
     with open(folder / "stage_2_detailed_class_info.csv", "w", newline="") as handle:
@@ -129,7 +130,7 @@ def siim_rows(seed: int = 4) -> list[tuple[str, str]]:
             rows.append((image_id, "-1"))
         for _ in range(masks):
             start = 1024 * (300 + int(rng.random() * 400)) + 300 + int(rng.random() * 400)
-            rows.append((image_id, f"{start} 5 1019 5 1019 5"))
+            rows.append((image_id, f"{start} 60" + " 964 60" * 59))   # a 60 × 60 px square
     return rows
 
 
@@ -148,7 +149,7 @@ def write_siim(root: Path, images: bool, seed: int = 4, dicom_stubs: bool = Fals
             study.mkdir(parents=True, exist_ok=True)
             (study / f"{image_id}.dcm").write_bytes(b"")
         if images:
-            _image(study / f"{image_id}.png", n)
+            _image(study / f"{image_id}.png", n, size=1024)
     return folder
 
 
@@ -164,11 +165,11 @@ def write_object_cxr(root: Path, images: bool, seed: int = 5) -> Path:
             name = f"{first + k:05d}.jpg"
             objects = []
             for _ in range(0 if rng.random() < 0.5 else 1 + int(rng.random() * 2)):
-                x, y = 100 + int(rng.random() * 1500), 100 + int(rng.random() * 1500)
+                x, y = 100 + int(rng.random() * 800), 100 + int(rng.random() * 800)
                 objects.append(f"{int(rng.random() * 2)} {x} {y} {x + 40} {y + 60}")
             table.append([name, ";".join(objects)])
             if images:
-                _image(folder / split / name, k)
+                _image(folder / split / name, k, size=1024)
         with open(folder / f"{split}.csv", "w", newline="") as handle:
             csv.writer(handle).writerows([["image_name", "annotation"], *table])
     return folder

@@ -163,3 +163,13 @@ def test_prior_zero_shot_runs_on_its_list_and_says_what_is_not_released(tmp_path
     assert {"accuracy", "precision", "recall", "f1", "kappa", "split_hash", "config_hash"} <= set(zero_shot.rows[0])
     assert any("{'test': 3}" in n for n in zero_shot.notes)
     assert "not released" in supervised.skipped
+
+
+def test_rsna_segmentation_masks_are_the_filled_boxes():
+    from kgvlp.eval.protocols.run import box_masks
+    import torch
+
+    masks = box_masks(torch.tensor([[1.2, 2.0, 3.5, 4.0], [float("nan")] * 4]), size=6)
+
+    assert masks[0].nonzero().tolist() == [[y, x] for y in (2, 3) for x in (1, 2, 3)]
+    assert not masks[1].any()

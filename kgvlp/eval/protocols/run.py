@@ -133,13 +133,16 @@ def _id_key(dataset: str, image_id: str) -> str:
 
 
 class ManifestRows(Dataset):
-    """Items of a cache in a manifest's ID order, labels re-expressed in the protocol's classes."""
+    """Items of a cache in a manifest's ID order, labels re-expressed in the protocol's classes.
+    ``boxes_as_masks``: each instance's mask is its box filled (MGCA's RSNA segmentation,
+    ``RSNASegmentDataset``: ``mask[y0:y1, x0:x1] = 1``)."""
 
     def __init__(self, cache, rows: list[int], image_size: int, relabel, label_names: list[str],
-                 label_kind: str, with_masks: bool):
+                 label_kind: str, with_masks: bool, boxes_as_masks: bool = False):
         from kgvlp.data.datasets import DownstreamDataset
         self.inner = DownstreamDataset(cache, rows, image_size, with_masks=with_masks)
         self.relabel, self.label_names, self.label_kind = relabel, label_names, label_kind
+        self.boxes_as_masks = boxes_as_masks
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -151,7 +154,20 @@ class ManifestRows(Dataset):
     def __getitem__(self, index: int):
         item = self.inner[index]
         meta = self.inner.cache.meta[self.inner.rows[index]]
-        return dataclasses.replace(item, labels=torch.as_tensor(self.relabel(meta), dtype=torch.float32))
+        item = dataclasses.replace(item, labels=torch.as_tensor(self.relabel(meta), dtype=torch.float32))
+        return dataclasses.replace(item, masks=box_masks(item.boxes, item.image.shape[-1])) if self.boxes_as_masks else item
+
+
+def box_masks(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(I, 4) xyxy pixel boxes → (I, size, size) bool masks of the filled boxes (NaN rows empty)."""
+    masks = torch.zeros((len(boxes), size, size), dtype=torch.bool)
+    for k, box in enumerate(boxes):
+        if torch.isnan(box).any():
+            continue
+        x0, y0 = (max(0, int(v)) for v in box[:2].floor())
+        x1, y1 = (min(size, int(v)) for v in box[2:].ceil())
+        masks[k, y0:y1, x0:x1] = True
+    return masks
 
 
 def _relabel(dataset: str, cache, extra: dict | None = None):
@@ -189,9 +205,10 @@ class Bound:
     missing: dict[str, int]
     position: dict[str, int]          # train ID → position in the train split's rows
 
-    def view(self, split: str, image_size: int, relabel, label_kind: str, with_masks: bool = False) -> EvalView:
+    def view(self, split: str, image_size: int, relabel, label_kind: str, with_masks: bool = False,
+             boxes_as_masks: bool = False) -> EvalView:
         return EvalView(ManifestRows(self.cache, self.rows[split], image_size, relabel,
-                                     list(self.manifest.class_names), label_kind, with_masks))
+                                     list(self.manifest.class_names), label_kind, with_masks, boxes_as_masks))
 
     def subset_positions(self, fraction: float, seed: int) -> tuple[list[int], int]:
         ids = self.manifest.subset(fraction, seed)
@@ -265,13 +282,12 @@ def _dense(bound: Bound, ctx, task: str) -> TaskResult:
     metric = "map" if task == "detection" else "dice"
     result = TaskResult(f"{m.protocol}_{m.dataset}_{task}", m.dataset, metric)
     relabel = _relabel(m.dataset, bound.cache)
-    views = {s: bound.view(s, ctx.image_size, relabel, "multilabel", with_masks=task == "segmentation")
-             for s in ("train", "test")}
-    if task == "segmentation" and not any(i.get("mask") is not None for r in bound.rows["train"]
-                                          for i in bound.cache.meta[r].get("instances", [])):
-        return TaskResult(result.task, m.dataset, skipped=(
-            f"{m.dataset}'s cache has no instance masks (RSNA has boxes; MGCA paints them as masks, "
-            "which kgvlp's segmentation task does not do)"))
+    painted = task == "segmentation" and m.dataset == "rsna"
+    views = {s: bound.view(s, ctx.image_size, relabel, "multilabel", with_masks=task == "segmentation",
+                           boxes_as_masks=painted) for s in ("train", "test")}
+    needed = "box" if task == "detection" or painted else "mask"
+    if not any(i.get(needed) is not None for r in bound.rows["train"] for i in bound.cache.meta[r].get("instances", [])):
+        return TaskResult(result.task, m.dataset, skipped=f"no train image of {m.dataset}'s cache has an instance {needed}")
     epochs = ctx.max_epochs or spec.max_epochs
     tag = ctx.tag(m, spec, {"epochs": epochs})
     train_fn = train_detector if task == "detection" else train_segmenter
