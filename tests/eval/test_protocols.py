@@ -166,8 +166,9 @@ def test_prior_zero_shot_runs_on_its_list_and_says_what_is_not_released(tmp_path
 
 
 def test_rsna_segmentation_masks_are_the_filled_boxes():
-    from kgvlp.eval.protocols.run import box_masks
     import torch
+
+    from kgvlp.eval.protocols.binding import box_masks
 
     masks = box_masks(torch.tensor([[1.2, 2.0, 3.5, 4.0], [float("nan")] * 4]), size=6)
 
