@@ -52,17 +52,16 @@ def _peak_memory_gb(device: torch.device) -> float:
 
 def bench_one(experiment_path, overrides, steps: int, warmup: int, label: str) -> BenchResult:
     from kgvlp.engine.backend import DeepSpeedBackend, init_distributed, pick_device
+    from kgvlp.engine.schedule import Schedule
+    from kgvlp.models.build import build_model
+    from kgvlp.models.context import StepContext
     from kgvlp.models.text import load_tokenizer
-    from kgvlp.models.vlp import VLPModel
-    from kgvlp.objectives import REGISTRY
-    from kgvlp.objectives.base import StepContext
-    from kgvlp.objectives.objective_set import resolve_stages
 
     cfg = load_experiment(experiment_path, overrides).config
     device = pick_device(cfg.trainer.device, cfg.trainer.precision)
     init_distributed(device)
     torch.manual_seed(cfg.seed)
-    model = VLPModel(cfg.model, cfg.objectives, REGISTRY, resolve_stages(cfg.trainer.stages, 1))
+    model = build_model(cfg)
     backend = DeepSpeedBackend(model, cfg.trainer, cfg.data.batch_size, device)
     if cfg.trainer.compile:
         backend.module.compile_for_training()
@@ -80,7 +79,10 @@ def bench_one(experiment_path, overrides, steps: int, warmup: int, label: str) -
     started = time.perf_counter()
     batch = make_batch()
     data_ms = (time.perf_counter() - started) * 1e3
-    ctx = StepContext(step=10 ** 6, epoch=10.0, steps_per_epoch=1, max_steps=10 ** 7)
+    # Far past any warm-up, prototype freeze and stage start: every objective at full cost.
+    step = 10 ** 6
+    ctx = StepContext(step=step, epoch=10.0, steps_per_epoch=1, max_steps=10 ** 7,
+                      weights=Schedule.from_config(cfg, steps_per_epoch=1).weights_at(step))
     timings = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

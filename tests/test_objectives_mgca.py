@@ -13,7 +13,8 @@ import two_ranks
 from kgvlp_tiny import make_batch, make_model
 from kgvlp.models.features import Features
 from kgvlp.objectives.base import ModelDims, StepContext
-from kgvlp.objectives.cpa import CPAConfig, sinkhorn
+from kgvlp.modules.sinkhorn import sinkhorn
+from kgvlp.objectives.cpa import CPAConfig
 from kgvlp.objectives.cta import CTA, CTAConfig, attend, clipped_weights, weighted_symmetric_ce
 from kgvlp.objectives.ita import ITA, ITAConfig
 
@@ -44,7 +45,7 @@ def run_one_objective(name, tokenizer, reports, ctx=AFTER_FREEZE):
     model = make_model(all_mgca())
     batch = make_batch(tokenizer, reports)
     features = model.encode(batch)
-    out = model.objectives.objectives[name](features, batch, ctx)
+    out = model.objectives.objectives[name](features, ctx)
     loss = sum(out.terms.values())
     loss.backward()
     return model, out, loss
@@ -110,7 +111,7 @@ def test_cta_token_weights_are_constants_of_the_loss():
     features.patch_weights.requires_grad_(True)
     features.word_weights.requires_grad_(True)
 
-    loss = sum(make_cta()(features, None, AFTER_FREEZE).terms.values())
+    loss = sum(make_cta()(features, AFTER_FREEZE).terms.values())
     loss.backward()
 
     assert features.patch_weights.grad is None and features.word_weights.grad is None
@@ -150,7 +151,7 @@ def test_cta_loss_does_not_depend_on_the_padded_length(tokenizer, reports, head_
         model.objectives.train(head_mode == "train")  # train: masked BatchNorm statistics
         batch = make_batch(tokenizer, short_reports, max_length=max_length)
         assert (batch.attention_mask == 0).any(dim=1).all()
-        out = model.objectives.objectives["cta"](model.encode(batch), batch, AFTER_FREEZE)
+        out = model.objectives.objectives["cta"](model.encode(batch), AFTER_FREEZE)
         losses.append(out.terms)
 
     for term in ("word", "patch"):
@@ -202,8 +203,8 @@ def test_ita_quirk_sums_the_two_directions_instead_of_averaging():
     features = Features(image_embed=image, text_embed=text)
     dims = ModelDims(8, 8, 8, 4, 8)
 
-    default = ITA(ITAConfig(), dims)(features, None, AFTER_FREEZE).terms["ita"]
-    quirk = ITA(ITAConfig(official_quirks=True), dims)(features, None, AFTER_FREEZE).terms["ita"]
+    default = ITA(ITAConfig(), dims)(features, AFTER_FREEZE).terms["ita"]
+    quirk = ITA(ITAConfig(official_quirks=True), dims)(features, AFTER_FREEZE).terms["ita"]
 
     assert quirk.item() == pytest.approx(2 * default.item(), rel=1e-6)
 
@@ -211,8 +212,8 @@ def test_ita_quirk_sums_the_two_directions_instead_of_averaging():
 def test_cta_quirks_change_nothing_on_the_word_side_when_no_slot_is_padding():
     features = synthetic_features(padded_words=(0, 0, 0))
 
-    default = make_cta(quirks=False)(features, None, AFTER_FREEZE).terms
-    quirk = make_cta(quirks=True)(features, None, AFTER_FREEZE).terms
+    default = make_cta(quirks=False)(features, AFTER_FREEZE).terms
+    quirk = make_cta(quirks=True)(features, AFTER_FREEZE).terms
 
     assert quirk["word"].item() == pytest.approx(default["word"].item(), abs=1e-5)
     assert quirk["patch"].item() != pytest.approx(default["patch"].item(), abs=1e-4)
@@ -229,8 +230,8 @@ def test_cta_quirk_patch_side_is_the_default_without_renormalising_the_word_cont
     expected = weighted_symmetric_ce(patches, unnormalised, weights, 0.1, None)
     renormalised = weighted_symmetric_ce(patches, F.normalize(unnormalised, dim=-1), weights, 0.1, None)
 
-    quirk = cta(features, None, AFTER_FREEZE).terms["patch"]
-    default = make_cta(quirks=False).eval()(features, None, AFTER_FREEZE).terms["patch"]
+    quirk = cta(features, AFTER_FREEZE).terms["patch"]
+    default = make_cta(quirks=False).eval()(features, AFTER_FREEZE).terms["patch"]
 
     assert quirk.item() == pytest.approx(expected.item(), abs=1e-6)
     assert default.item() == pytest.approx(renormalised.item(), abs=1e-6)
@@ -244,8 +245,8 @@ def test_cta_quirk_lets_padding_slots_act_as_word_side_negatives():
     context = F.normalize(attend(words, quirk_cta.image_head(features.image_tokens), 0.1, None), dim=-1)
     weights = clipped_weights(features.word_weights, features.word_mask, 0.1, 0.9)
 
-    quirk = quirk_cta(features, None, AFTER_FREEZE).terms["word"]
-    default = default_cta(features, None, AFTER_FREEZE).terms["word"]
+    quirk = quirk_cta(features, AFTER_FREEZE).terms["word"]
+    default = default_cta(features, AFTER_FREEZE).terms["word"]
 
     assert quirk.item() == pytest.approx(weighted_symmetric_ce(words, context, weights, 0.1, None).item(), abs=1e-6)
     assert default.item() == pytest.approx(
@@ -257,8 +258,8 @@ def test_cta_quirk_batchnorm_over_padded_slots_makes_the_loss_depend_on_padded_l
     features = synthetic_features(padded_words=(0, 2, 4))
     longer = pad_word_slots(features, extra=5)
 
-    default = [make_cta(quirks=False)(f, None, AFTER_FREEZE).terms["word"] for f in (features, longer)]
-    quirk = [make_cta(quirks=True)(f, None, AFTER_FREEZE).terms["word"] for f in (features, longer)]
+    default = [make_cta(quirks=False)(f, AFTER_FREEZE).terms["word"] for f in (features, longer)]
+    quirk = [make_cta(quirks=True)(f, AFTER_FREEZE).terms["word"] for f in (features, longer)]
 
     assert default[0].item() == pytest.approx(default[1].item(), abs=1e-6)
     assert quirk[0].item() != pytest.approx(quirk[1].item(), abs=1e-4)
@@ -268,8 +269,8 @@ def test_cpa_quirk_without_max_subtraction_gives_the_same_loss_when_nothing_over
     image, text = embeddings()
     features = Features(image_embed=image, text_embed=text)
 
-    default = make_cpa(quirks=False)(features, None, AFTER_FREEZE).terms["cpa"]
-    quirk = make_cpa(quirks=True)(features, None, AFTER_FREEZE).terms["cpa"]
+    default = make_cpa(quirks=False)(features, AFTER_FREEZE).terms["cpa"]
+    quirk = make_cpa(quirks=True)(features, AFTER_FREEZE).terms["cpa"]
 
     assert quirk.item() == pytest.approx(default.item(), abs=1e-6)
 
@@ -288,7 +289,7 @@ def test_sinkhorn_without_max_subtraction_overflows_where_the_default_does_not()
 def single_process_reference(name, image, text):
     image, text = image.clone().requires_grad_(True), text.clone().requires_grad_(True)
     objective = two_ranks.make_objective(name)
-    loss = sum(objective(Features(image_embed=image, text_embed=text), None, AFTER_FREEZE).terms.values())
+    loss = sum(objective(Features(image_embed=image, text_embed=text), AFTER_FREEZE).terms.values())
     loss.backward()
     prototype_grad = objective.prototypes.weight.grad if name == "cpa" else None
     return {"loss": loss.detach(), "image_grad": image.grad, "text_grad": text.grad,
@@ -324,5 +325,5 @@ def test_ita_quirk_on_two_ranks_uses_only_each_ranks_own_negatives(two_rank_resu
 
     for rank, results in enumerate(per_rank):
         rows = slice(rank * 4, (rank + 1) * 4)
-        own_half = quirk(Features(image_embed=image[rows], text_embed=text[rows]), None, AFTER_FREEZE)
+        own_half = quirk(Features(image_embed=image[rows], text_embed=text[rows]), AFTER_FREEZE)
         torch.testing.assert_close(results["ita_quirk"]["rank_loss"], own_half.terms["ita"], atol=1e-6, rtol=0)

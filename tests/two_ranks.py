@@ -50,7 +50,7 @@ def _one_objective(name, local_image, local_text, world):
     local_image = local_image.clone().requires_grad_(True)
     local_text = local_text.clone().requires_grad_(True)
     objective = make_objective(name)
-    out = objective(Features(image_embed=local_image, text_embed=local_text), None, AFTER_FREEZE)
+    out = objective(Features(image_embed=local_image, text_embed=local_text), AFTER_FREEZE)
     loss = sum(out.terms.values())
     loss.backward()   # all_gather's backward sums every rank's gradient into the owner's rows
     mean_loss = loss.detach().clone()

@@ -32,16 +32,15 @@ def build(path, overrides):
     from kgvlp.data import build_pretrain_dataset
     from kgvlp.data.collate import Collator
     from kgvlp.engine.backend import DeepSpeedBackend, init_distributed, pick_device
+    from kgvlp.models.build import build_model
+    from kgvlp.models.context import StepContext
     from kgvlp.models.text import load_tokenizer
-    from kgvlp.models.vlp import VLPModel
-    from kgvlp.objectives import REGISTRY
-    from kgvlp.objectives.base import StepContext
 
     cfg = load_experiment(path, overrides + ENTITY_DATA).config
     device = pick_device(cfg.trainer.device)
     init_distributed(device)
     torch.manual_seed(0)
-    model = VLPModel(cfg.model, cfg.objectives, REGISTRY)
+    model = build_model(cfg)
     backend = DeepSpeedBackend(model, cfg.trainer, cfg.data.batch_size, device)
     dataset = build_pretrain_dataset(cfg.data, train=True)
     batch = Collator(load_tokenizer(cfg.model.text), cfg.model.text.max_length)(

@@ -69,8 +69,8 @@ def estimate(grid: Grid, bench_steps: int = 2, warmup: int = 3) -> list[tuple[st
             cache[key] = experiment.config.data.batch_size * experiment.config.trainer.grad_accum / result.pairs_per_s
         steps = _steps(experiment)
         label = ", ".join(f"{a}={v}" for a, v in run.axes.items() if a != grid.seed_axis)
-        out.append((run.run_id, Estimate(label, cache[key], steps,
-                                         STARTUP_S + steps * cache[key] + (EVAL_ALLOWANCE_S if grid.spec.eval.enabled else 0))))
+        allowance = EVAL_ALLOWANCE_S if grid.spec.eval.enabled else 0
+        out.append((run.run_id, Estimate(label, cache[key], steps, STARTUP_S + steps * cache[key] + allowance)))
     return out
 
 

@@ -34,16 +34,13 @@ def load_weights_into(model: torch.nn.Module, path: str | Path, strict: bool = T
 
 def load_model(path: str | Path, overrides: list[str] | tuple[str, ...] = ()):
     """The trained VLPModel of a run folder (its config.yaml + final weights), in eval mode."""
-    from kgvlp.models.vlp import VLPModel
-    from kgvlp.objectives import REGISTRY
-    from kgvlp.objectives.objective_set import resolve_stages
+    from kgvlp.models.build import build_model
     weights = find_weights(path)
     run_dir = weights.parent.parent if weights.parent.name == "final" else weights.parent
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir}: expected config.yaml beside the weights")
     experiment: LoadedExperiment = load_experiment(config_path, overrides)
-    cfg = experiment.config
-    model = VLPModel(cfg.model, cfg.objectives, REGISTRY, resolve_stages(cfg.trainer.stages, 1))
+    model = build_model(experiment.config)
     load_weights_into(model, weights)
     return model.eval(), experiment

@@ -1,14 +1,52 @@
-"""Learning rate as a pure function of the optimizer step (so resume needs no scheduler state).
+"""The training schedule, resolved once from the config: stages, learning rate and each
+objective's weight as pure functions of the optimizer step (so resume needs no scheduler
+state). The trainer asks ``Schedule.at(step)`` for the step's ``StepContext`` and hands it
+to the model; nothing else looks stages up.
 
-Without stages: linear warm-up over ``warmup_ratio`` of the steps, then cosine to ``min_lr``
-(MGCA's LinearWarmupCosineAnnealingLR). With stages: the same shape inside each stage, with
-the stage's own peak lr and warm-up (PRIOR restarts the schedule per stage).
+Learning rate without stages: linear warm-up over ``warmup_ratio`` of the steps, then cosine
+to ``min_lr`` (MGCA's LinearWarmupCosineAnnealingLR). With stages: the same shape inside each
+stage, with the stage's own peak lr and warm-up (PRIOR restarts the schedule per stage).
+Objective weights: the stage's weight (else ``objectives.<name>.weight``), 0 before the
+objective's ``start_step``, then a linear warm-up over its ``warmup_steps``.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from kgvlp.objectives.objective_set import StageSpan, stage_at
+from kgvlp.config.schema import ExperimentConfig, StageConfig
+from kgvlp.models.context import StepContext
+
+
+@dataclass(frozen=True)
+class StageSpan:
+    """A stage resolved to optimizer steps: [start, end)."""
+    name: str
+    start: int
+    end: int
+    lr: float | None
+    warmup_ratio: float | None
+    weights: dict[str, float]
+
+
+def resolve_stages(stages: list[StageConfig], steps_per_epoch: int) -> list[StageSpan]:
+    spans, start = [], 0
+    for stage in stages:
+        if (stage.steps is None) == (stage.epochs is None):
+            raise ValueError(f"trainer.stages[{stage.name}]: give exactly one of steps or epochs")
+        length = stage.steps if stage.steps is not None else round(stage.epochs * steps_per_epoch)
+        spans.append(StageSpan(stage.name, start, start + int(length), stage.lr,
+                               stage.warmup_ratio, dict(stage.weights)))
+        start += int(length)
+    return spans
+
+
+def stage_at(spans: list[StageSpan], step: int) -> StageSpan | None:
+    """The stage containing ``step`` (the last one once all have ended)."""
+    for span in spans:
+        if span.start <= step < span.end:
+            return span
+    return spans[-1] if spans else None
 
 
 def warmup_cosine(step: int, total: int, peak: float, floor: float, warmup_ratio: float) -> float:
@@ -20,10 +58,65 @@ def warmup_cosine(step: int, total: int, peak: float, floor: float, warmup_ratio
 
 
 def lr_at(step: int, max_steps: int, lr: float, min_lr: float, warmup_ratio: float,
-          stages: list[StageSpan]) -> float:
-    stage = stage_at(stages, step)
+          stages: list[StageSpan], stage: StageSpan | None = None) -> float:
+    stage = stage if stage is not None else stage_at(stages, step)
     if stage is None:
         return warmup_cosine(step, max_steps, lr, min_lr, warmup_ratio)
     peak = stage.lr if stage.lr is not None else lr
     ratio = stage.warmup_ratio if stage.warmup_ratio is not None else warmup_ratio
     return warmup_cosine(step - stage.start, stage.end - stage.start, peak, min_lr, ratio)
+
+
+@dataclass(frozen=True)
+class ObjectiveTiming:
+    """The schedule fields every ``objectives.<name>`` config has."""
+    weight: float
+    start_step: int
+    warmup_steps: int
+
+    def weight_at(self, step: int, stage: StageSpan | None, name: str) -> float:
+        base = stage.weights.get(name, 0.0) if stage is not None else self.weight
+        if step < self.start_step:
+            return 0.0
+        if self.warmup_steps > 0:
+            base *= min(1.0, (step - self.start_step + 1) / self.warmup_steps)
+        return base
+
+
+@dataclass(frozen=True)
+class Schedule:
+    stages: list[StageSpan]
+    steps_per_epoch: int
+    max_steps: int
+    lr: float
+    min_lr: float
+    warmup_ratio: float
+    objectives: dict[str, ObjectiveTiming]
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig, steps_per_epoch: int) -> "Schedule":
+        trainer = config.trainer
+        stages = resolve_stages(trainer.stages, steps_per_epoch)
+        if trainer.max_steps is not None:
+            max_steps = trainer.max_steps
+        elif stages:
+            max_steps = stages[-1].end
+        else:
+            max_steps = max(1, int(round(trainer.max_epochs * steps_per_epoch)))
+        timings = {name: ObjectiveTiming(cfg.weight, cfg.start_step, cfg.warmup_steps)
+                   for name, cfg in config.objectives.items()}
+        return cls(stages, steps_per_epoch, max_steps, trainer.lr, trainer.min_lr, trainer.warmup_ratio,
+                   timings)
+
+    def weights_at(self, step: int, stage: StageSpan | None = None) -> dict[str, float]:
+        stage = stage if stage is not None else stage_at(self.stages, step)
+        return {name: timing.weight_at(step, stage, name) for name, timing in self.objectives.items()}
+
+    def at(self, step: int) -> StepContext:
+        """The context of optimizer step ``step``: its stage, lr and objective weights."""
+        stage = stage_at(self.stages, step)
+        return StepContext(step=step, epoch=step / self.steps_per_epoch, steps_per_epoch=self.steps_per_epoch,
+                           max_steps=self.max_steps, stage=stage.name if stage else "",
+                           lr=lr_at(step, self.max_steps, self.lr, self.min_lr, self.warmup_ratio,
+                                    self.stages, stage),
+                           weights=self.weights_at(step, stage))

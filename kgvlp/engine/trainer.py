@@ -1,7 +1,9 @@
-"""The training loop. It knows nothing about objectives:
-``loss, logs = model(batch, ctx)``; backward; step; ``model.after_step(ctx)``."""
+"""The training loop. It knows nothing about objectives: the schedule gives the step's
+context (stage, lr, objective weights), then ``loss, logs = model(batch, ctx)``; backward;
+step; ``model.after_step(ctx)``."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -16,12 +18,11 @@ from torch.utils.data import DataLoader
 
 from kgvlp.config import LoadedExperiment, save_resolved
 from kgvlp.engine.backend import DeepSpeedBackend, init_distributed, pick_device
+from kgvlp.engine.checkpoint import load_weights_into
 from kgvlp.engine.logging import MetricsLogger, progress_bar
 from kgvlp.engine.sampler import EpochSeededDataset, ResumableSampler
-from kgvlp.engine.schedule import lr_at
-from kgvlp.objectives import REGISTRY
-from kgvlp.objectives.base import StepContext
-from kgvlp.objectives.objective_set import resolve_stages, stage_at
+from kgvlp.engine.schedule import Schedule
+from kgvlp.models.build import build_model
 
 
 class NonFiniteLoss(RuntimeError):
@@ -82,62 +83,27 @@ def _rng_from_plain(plain: dict) -> dict:
 
 
 class Trainer:
+    """A recipe: build the model (its objectives decide what a batch carries), then the data,
+    the schedule and the DeepSpeed backend; ``train()`` loops forward, backward, step."""
+
     def __init__(self, experiment: LoadedExperiment, run_dir: Path | None = None,
                  resume: Path | None = None, dataset=None):
         cfg = self.cfg = experiment.config
         self.experiment = experiment
         self.device = pick_device(cfg.trainer.device, cfg.trainer.precision)
         init_distributed(self.device)
-        self.rank = torch.distributed.get_rank()
-        self.world = torch.distributed.get_world_size()
+        self.rank, self.world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         seed_everything(cfg.seed)
-
-        if run_dir is None:
-            run_dir = Path(resume) if resume else new_run_dir(cfg.out_dir, cfg.name)
-        # Every rank must agree on the folder: rank 0 picks it, the others receive it.
-        shared = [str(run_dir)]
-        torch.distributed.broadcast_object_list(shared, src=0)
-        self.run_dir = Path(shared[0])
+        self.run_dir = self._shared_run_dir(run_dir, resume)
         if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             save_resolved(experiment.tree, self.run_dir / "config.yaml")
 
-        from kgvlp.models.vlp import VLPModel
-        cfg.model.image.gradient_checkpointing |= cfg.trainer.activation_checkpointing
-        cfg.model.text.gradient_checkpointing |= cfg.trainer.activation_checkpointing
-        # Built before the data: which objectives are enabled decides what the batch carries.
-        model = VLPModel(cfg.model, cfg.objectives, REGISTRY, resolve_stages(cfg.trainer.stages, 1))
-        if model.wants_second_view:
-            cfg.data.second_view = True
+        model = build_model(cfg)
         if cfg.model.init_from:
-            from kgvlp.engine.checkpoint import load_weights_into
             load_weights_into(model, cfg.model.init_from)
-        from kgvlp.models.text import load_tokenizer
-        from kgvlp.data.collate import Collator
-        self.tokenizer = load_tokenizer(cfg.model.text)
-        if dataset is None:
-            from kgvlp.data import build_pretrain_dataset
-            if self.rank == 0:
-                dataset = build_pretrain_dataset(cfg.data, train=True)  # generates SynthCXR once
-            torch.distributed.barrier()
-            if self.rank != 0:
-                dataset = build_pretrain_dataset(cfg.data, train=True)
-        self.dataset = EpochSeededDataset(dataset, cfg.seed)
-        self.sampler = ResumableSampler(len(dataset), cfg.data.batch_size, self.rank, self.world, cfg.seed)
-        self.collate = Collator(self.tokenizer, cfg.model.text.max_length)
-
-        self.steps_per_epoch = self.sampler.batches_per_epoch // cfg.trainer.grad_accum
-        if self.steps_per_epoch == 0:
-            raise ValueError(f"an epoch has fewer batches ({self.sampler.batches_per_epoch}) than "
-                             f"trainer.grad_accum ({cfg.trainer.grad_accum})")
-        self.stages = resolve_stages(cfg.trainer.stages, self.steps_per_epoch)
-        model.objectives.stages = self.stages
-        if cfg.trainer.max_steps is not None:
-            self.max_steps = cfg.trainer.max_steps
-        elif self.stages:
-            self.max_steps = self.stages[-1].end
-        else:
-            self.max_steps = max(1, int(round(cfg.trainer.max_epochs * self.steps_per_epoch)))
+        data_cfg = dataclasses.replace(cfg.data, second_view=cfg.data.second_view or model.wants_second_view)
+        self._build_data(data_cfg, dataset)
+        self.schedule = Schedule.from_config(cfg, self._steps_per_epoch())
 
         self.backend = DeepSpeedBackend(model, cfg.trainer, cfg.data.batch_size, self.device)
         self.model = self.backend.module
@@ -151,6 +117,44 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         if resume is not None:
             self._resume(Path(resume))
+
+    @property
+    def max_steps(self) -> int:
+        return self.schedule.max_steps
+
+    def _shared_run_dir(self, run_dir: Path | None, resume: Path | None) -> Path:
+        """Every rank must agree on the folder: rank 0 picks it, the others receive it."""
+        if run_dir is None:
+            run_dir = Path(resume) if resume else new_run_dir(self.cfg.out_dir, self.cfg.name)
+        shared = [str(run_dir)]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        run_dir = Path(shared[0])
+        if self.rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+
+    def _build_data(self, data_cfg, dataset) -> None:
+        from kgvlp.data.collate import Collator
+        from kgvlp.models.text import load_tokenizer
+        text_cfg = self.cfg.model.text
+        self.tokenizer = load_tokenizer(text_cfg)
+        if dataset is None:
+            from kgvlp.data import build_pretrain_dataset
+            if self.rank == 0:
+                dataset = build_pretrain_dataset(data_cfg, train=True)  # generates SynthCXR once
+            torch.distributed.barrier()
+            if self.rank != 0:
+                dataset = build_pretrain_dataset(data_cfg, train=True)
+        self.dataset = EpochSeededDataset(dataset, self.cfg.seed)
+        self.sampler = ResumableSampler(len(dataset), data_cfg.batch_size, self.rank, self.world, self.cfg.seed)
+        self.collate = Collator(self.tokenizer, text_cfg.max_length)
+
+    def _steps_per_epoch(self) -> int:
+        steps = self.sampler.batches_per_epoch // self.cfg.trainer.grad_accum
+        if steps == 0:
+            raise ValueError(f"an epoch has fewer batches ({self.sampler.batches_per_epoch}) than "
+                             f"trainer.grad_accum ({self.cfg.trainer.grad_accum})")
+        return steps
 
     # -- state -------------------------------------------------------------------------
     def _client_state(self) -> dict:
@@ -172,12 +176,6 @@ class Trainer:
                                                  keep=self.cfg.trainer.keep_checkpoints)
         return self.last_checkpoint
 
-    def context(self) -> StepContext:
-        stage = stage_at(self.stages, self.step)
-        return StepContext(step=self.step, epoch=self.step / self.steps_per_epoch,
-                           steps_per_epoch=self.steps_per_epoch, max_steps=self.max_steps,
-                           stage=stage.name if stage else "")
-
     # -- loop --------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
         self.dataset.epoch = self.epoch
@@ -191,12 +189,13 @@ class Trainer:
                           # global RNG, or a resumed run's dropout stream would shift.
                           generator=torch.Generator().manual_seed(self.cfg.seed * 7_919 + self.epoch))
 
-    def _flush(self, window: list[tuple[int, dict]], timer: dict) -> dict[str, float]:
+    def _flush(self, window: "LogWindow") -> dict[str, float]:
         """One device→host transfer per log window; raises NonFiniteLoss on a bad term."""
-        if not window:
+        rows = window.rows
+        if not rows:
             return {}
-        keys = list(window[0][1].keys())
-        values = torch.stack([torch.stack([logs[k].float() for k in keys]) for _, logs in window])
+        keys = list(rows[0][1].keys())
+        values = torch.stack([torch.stack([logs[k].float() for k in keys]) for _, logs in rows])
         if self.world > 1:  # log the mean over ranks (each rank's terms cover its own rows)
             torch.distributed.all_reduce(values)
             values /= self.world
@@ -204,7 +203,7 @@ class Trainer:
         finite = torch.isfinite(values)
         if self.cfg.trainer.stop_on_nonfinite and not bool(finite.all()):
             row, col = [int(i) for i in (~finite).nonzero()[0]]
-            step = window[row][0]
+            step = rows[row][0]
             bad = next((k for k in keys if k.startswith("loss/") and k != "loss/total"
                         and not math.isfinite(float(values[row, keys.index(k)]))), keys[col])
             _, objective, term = (bad.split("/") + ["", ""])[:3]
@@ -212,69 +211,63 @@ class Trainer:
                                 f"({bad} = {float(values[row, keys.index(bad)])}); last good checkpoint: "
                                 f"{self.last_checkpoint or 'none (no checkpoint was written yet)'}")
         mean = dict(zip(keys, values.mean(0).tolist()))
-        elapsed = max(timer["elapsed"], 1e-9)
-        mean["pairs_per_s"] = timer["pairs"] / elapsed
-        mean["lr"] = timer["lr"]
+        mean["pairs_per_s"] = window.pairs / max(window.elapsed, 1e-9)
+        mean["lr"] = window.lr
         mean["skipped_samples"] = float(self.skipped_samples)
-        step = window[-1][0]
-        self.logger.log(step, mean)
+        self.logger.log(rows[-1][0], mean)
         window.clear()
-        timer.update(elapsed=0.0, pairs=0)
         return mean
 
     def train(self) -> TrainResult:
-        cfg = self.cfg.trainer
-        history: list[dict] = []
-        window: list[tuple[int, dict]] = []
-        timer = {"elapsed": 0.0, "pairs": 0, "lr": 0.0}
-        global_batch = self.cfg.data.batch_size * self.world * cfg.grad_accum
-        stage_name = None
-        with progress_bar(cfg.progress and self.rank == 0) as bar:
+        """For each micro-batch: the schedule's context, forward, backward, step; after each
+        optimizer step: the model's ``after_step``, then logs and checkpoints when due."""
+        window = LogWindow(pairs_per_step=self.cfg.data.batch_size * self.world * self.cfg.trainer.grad_accum)
+        with progress_bar(self.cfg.trainer.progress and self.rank == 0) as bar:
             task = bar.add_task(self.cfg.name, total=self.max_steps, completed=self.step, status="")
             while self.step < self.max_steps:
-                started = time.perf_counter()
+                window.restart_clock()
                 for batch in self._loader():
-                    ctx = self.context()
-                    if ctx.stage != stage_name and self.rank == 0 and ctx.stage:
+                    ctx = self.schedule.at(self.step)
+                    if ctx.stage and ctx.stage != window.stage and self.rank == 0:
                         bar.console.print(f"stage [bold]{ctx.stage}[/] from step {self.step}")
-                    stage_name = ctx.stage
-                    lr = lr_at(self.step, self.max_steps, cfg.lr, cfg.min_lr, cfg.warmup_ratio, self.stages)
-                    self.backend.set_lr(lr)
+                    window.stage = ctx.stage
+                    self.backend.set_lr(ctx.lr)
                     loss, logs = self.backend.forward(batch, ctx)
                     self.backend.backward(loss)
                     self.skipped_samples += batch.skipped
                     self.micro_step += 1
-                    if not self.backend.step():
-                        continue
-                    self.model.after_step(ctx)
-                    self.step += 1
-                    window.append((self.step, logs))
-                    timer["pairs"] += global_batch
-                    timer["lr"] = lr
-                    if self.step % cfg.log_every == 0 or self.step == self.max_steps:
-                        timer["elapsed"] += time.perf_counter() - started
-                        started = time.perf_counter()
-                        row = self._flush(window, timer)
-                        history.append({"step": self.step, **row})
-                        bar.update(task, completed=self.step, status=_status(row))
-                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                        timer["elapsed"] += time.perf_counter() - started
-                        self._flush(window, timer)
-                        self.save_checkpoint()
-                        started = time.perf_counter()
+                    if self.backend.step():                     # an optimizer step happened
+                        self.model.after_step(ctx)
+                        self.step += 1
+                        self._record(window, logs, ctx.lr, lambda row: bar.update(
+                            task, completed=self.step, status=_status(row)))
                     if self.step >= self.max_steps:
                         break
                 else:
                     self.epoch += 1
                     self.micro_step = 0
-                    continue
-                break
-        self._flush(window, timer)
+        self._flush(window)
         if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(f"{self.step:07d}"):
             self.save_checkpoint()
         final = self.export_final()
         self.logger.close()
-        return TrainResult(run_dir=self.run_dir, steps=self.step, final_weights=final, history=history)
+        return TrainResult(run_dir=self.run_dir, steps=self.step, final_weights=final, history=window.history)
+
+    def _record(self, window: "LogWindow", logs: dict, lr: float, show) -> None:
+        """After optimizer step ``self.step``: keep its logs; flush and show every
+        ``log_every`` steps (and at the last); checkpoint every ``checkpoint_every``."""
+        cfg = self.cfg.trainer
+        window.add(self.step, logs, lr)
+        if self.step % cfg.log_every == 0 or self.step == self.max_steps:
+            window.lap()
+            row = self._flush(window)
+            window.history.append({"step": self.step, **row})
+            show(row)
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            window.lap()
+            self._flush(window)
+            self.save_checkpoint()
+            window.restart_clock()
 
     def export_final(self) -> Path:
         """``RUN/final/model.safetensors``: the full model in float32, for eval and export."""
@@ -288,6 +281,38 @@ class Trainer:
             tmp.replace(path)
         self.backend.barrier()
         return path
+
+
+@dataclass
+class LogWindow:
+    """The optimizer steps since the last flush: their logs (kept on the device until the
+    flush), the pairs trained and the seconds spent on them; and every flushed row."""
+    pairs_per_step: int
+    rows: list[tuple[int, dict]] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+    pairs: int = 0
+    elapsed: float = 0.0
+    lr: float = 0.0
+    stage: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, step: int, logs: dict, lr: float) -> None:
+        self.rows.append((step, logs))
+        self.pairs += self.pairs_per_step
+        self.lr = lr
+
+    def restart_clock(self) -> None:
+        self.started = time.perf_counter()
+
+    def lap(self) -> None:
+        """Count the time since the clock (re)started, and restart it."""
+        now = time.perf_counter()
+        self.elapsed += now - self.started
+        self.started = now
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.pairs, self.elapsed = 0, 0.0
 
 
 def _status(row: dict[str, float]) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
+from kgvlp.progress import track
 
 from kgvlp.data.batch import Batch
 from kgvlp.data.text import tokenize_reports
@@ -23,12 +23,12 @@ from kgvlp.eval.features import loader, text_tokenizer
 from kgvlp.eval.metrics import pointing_hits
 from kgvlp.models.features import Need
 from kgvlp.models.vlp import VLPModel
+from kgvlp.objectives.cta import CTA
 
 
-def cta_objective(model: VLPModel):
-    """The model's CTA objective, or None when it was not trained with one."""
-    objectives = getattr(model.objectives, "objectives", {})
-    return objectives["cta"] if "cta" in objectives else None
+def cta_objective(model: VLPModel) -> CTA | None:
+    """The model's CTA objective (found by its type), or None when it was not trained with one."""
+    return next((o for o in model.objectives.objectives.values() if isinstance(o, CTA)), None)
 
 
 @dataclass
@@ -58,12 +58,8 @@ def _batch(samples: list[EvalSample], tokenizer, max_length: int, device) -> Bat
 @torch.no_grad()
 def word_patch_attention(model: VLPModel, batch: Batch) -> tuple[Tensor, Tensor]:
     """(B, W, P) word→patch attention from CTA's heads and the (B, W) word mask."""
-    cta = cta_objective(model)
     features = model.encode(batch, frozenset({Need.IMAGE_TOKENS, Need.WORDS}))
-    words = cta.word_head(features.word_tokens, features.word_mask)
-    patches = cta.image_head(features.image_tokens)
-    scores = words @ patches.transpose(1, 2) / cta.cfg.temperature
-    return scores.softmax(dim=-1).float(), features.word_mask
+    return cta_objective(model).word_patch_attention(features).float(), features.word_mask
 
 
 def _mention_maps(sample: EvalSample, index: int, attention: Tensor, word_mask: Tensor) -> list[MentionMap]:
@@ -94,7 +90,7 @@ def pointing_game(model: VLPModel, dataset, device, batch_size: int = 32, keep_m
     tokenizer = text_tokenizer(model)
     hits, chance, per_finding, kept = [], [], {}, []
     offset = 0
-    for samples in tqdm(loader(dataset, batch_size), desc="grounding", leave=False, disable=not progress):
+    for samples in track(loader(dataset, batch_size), "grounding", enabled=progress):
         batch = _batch(samples, tokenizer, model.model_cfg.text.max_length, device)
         attention, word_mask = word_patch_attention(model, batch)
         for i, sample in enumerate(samples):

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kgvlp.models.build import build_model, rebuild
 from kgvlp.models.vlp import VLPModel
 
 
@@ -76,7 +77,6 @@ def load_trained(source) -> tuple[VLPModel, object | None]:
         load_model = None
     config_path, weights = _find_run(path)
     from kgvlp.config.loader import load_experiment
-    from kgvlp.objectives import REGISTRY
     experiment = load_experiment(config_path)
     if load_model is not None:
         try:
@@ -86,16 +86,16 @@ def load_trained(source) -> tuple[VLPModel, object | None]:
             raise CheckpointError(f"{path}: cannot load as {_describe(experiment.config.model)}: "
                                   f"{err}") from err
     cfg = experiment.config
-    model = VLPModel(cfg.model, cfg.objectives, REGISTRY, cfg.trainer.stages or None)
+    model = build_model(cfg)
     _load_state(model, weights, cfg.model)
     return model, cfg
 
 
 def _rebuild(model: VLPModel, model_cfg, seed: int) -> VLPModel:
+    """``model``'s architecture — its objectives (a staged run's too), services and widths —
+    with ``model_cfg``'s encoder settings, freshly initialised under ``seed``."""
     torch.manual_seed(seed)
-    objectives = {name: obj.cfg for name, obj in model.objectives.objectives.items()}
-    from kgvlp.objectives import REGISTRY
-    return VLPModel(model_cfg, objectives, REGISTRY)
+    return rebuild(model, model_cfg)
 
 
 def baselines(model: VLPModel, seed: int = 0, which: tuple[str, ...] = ("random", "start")) -> list[Candidate]:

@@ -119,15 +119,11 @@ def _build_model(folder: Path):
     """A VLPModel shaped like the exported one (weights not loaded yet)."""
     from kgvlp.config import load_experiment
     from kgvlp.export.formats import text_folder
-    from kgvlp.models.vlp import VLPModel
-    from kgvlp.objectives import REGISTRY
-    from kgvlp.objectives.objective_set import resolve_stages
+    from kgvlp.models.build import build_model
     overrides = [f"model.text.path={text_folder(folder)}", "model.text.pretrained=false",
                  "model.image.weights=null", "model.init_from=null"]
     experiment = load_experiment(folder / "config.yaml", overrides)
-    cfg = experiment.config
-    model = VLPModel(cfg.model, cfg.objectives, REGISTRY, resolve_stages(cfg.trainer.stages, 1))
-    return model, experiment
+    return build_model(experiment.config), experiment
 
 
 def _current_maps(model, image_cfg, recorded: dict) -> dict[str, list[names.Entry]]:

@@ -22,6 +22,9 @@ class Need(str, Enum):
     ENTITIES = "entities"                # linked UMLS concept ids/flags/word masks
     DIVERGENCE = "divergence"            # EMA (divergence) encoder features, no gradient
     PROTOTYPE_BANK = "prototype_bank"    # the shared sentence-prototype memory bank
+    SENTENCES = "sentences"              # mean token state per sentence + sentence mask
+    PIXELS = "pixels"                    # the input images (reconstruction targets)
+    LABELS = "labels"                    # multi-hot finding labels of the batch
 
 
 @dataclass
@@ -40,6 +43,10 @@ class Features:
     word_weights:   (B, W)         [CLS] attention summed over each word's pieces
     word_sentence_index: (B, W) long, -1 on empty slots
     image_embed / text_embed: (B, 128) shared projection, L2-normalised
+    sentences:      (B, S, Dt)     mean token state of each sentence (S sentence slots)
+    sentence_mask:  (B, S) bool    True on real sentences
+    images:         (B, C, H, W)   the input images, as the encoder saw them
+    labels:         (B, F)         multi-hot finding labels (datasets that have them)
     extras:         features provided by services (view 2, masked view, divergence
                     encoders, memory bank, entities), keyed by ``Need`` value; each
                     service documents the typed object it puts here.
@@ -58,4 +65,40 @@ class Features:
     word_sentence_index: Tensor | None = None
     image_embed: Tensor | None = None
     text_embed: Tensor | None = None
+    sentences: Tensor | None = None
+    sentence_mask: Tensor | None = None
+    images: Tensor | None = None
+    labels: Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def _first(self) -> Tensor:
+        for value in vars(self).values():
+            if isinstance(value, Tensor):
+                return value
+        raise ValueError("Features holds no tensor")
+
+    @property
+    def batch_size(self) -> int:
+        return self._first().shape[0]
+
+    @property
+    def device(self):
+        return self._first().device
+
+
+@dataclass
+class ModelDims:
+    """What an objective or service may know about the encoders when it builds its modules."""
+    image_width: int           # width of image_global
+    image_token_width: int     # width of image_tokens
+    text_width: int            # width of text_global / tokens / words
+    num_image_tokens: int      # P
+    max_length: int            # L; word slots W = L - 2
+    embed_dim: int = 128       # shared projection width
+    image_size: int = 224      # input side in pixels (decoders that reconstruct the image)
+    sentence_slots: int = 32   # S: sentences per report in sentence features
+    sync_batchnorm: bool = False   # heads use SyncBatchNorm (model.sync_batchnorm)
+
+    @property
+    def word_slots(self) -> int:
+        return self.max_length - 2

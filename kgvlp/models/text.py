@@ -12,6 +12,7 @@ from transformers.utils import logging as hf_logging
 
 from kgvlp.config.schema import TextEncoderConfig
 from kgvlp.models.weights import check_model_folder, from_pretrained
+from kgvlp.modules.pooling import sentence_means
 
 
 def default_text_model_path() -> Path:
@@ -33,10 +34,13 @@ def load_tokenizer(cfg: TextEncoderConfig):
 @dataclass
 class TextOutput:
     """global_vector (B, D) [CLS]; tokens (B, L, D); cls_attention (B, L) last layer's
-    [CLS]→token attention averaged over heads (0 on padding)."""
+    [CLS]→token attention averaged over heads (0 on padding); sentences (B, S, D) and
+    sentence_mask (B, S) when the global vector pooled them (None otherwise)."""
     global_vector: Tensor
     tokens: Tensor
     cls_attention: Tensor
+    sentences: Tensor | None = None
+    sentence_mask: Tensor | None = None
 
 
 class TextEncoder(nn.Module):
@@ -108,13 +112,14 @@ class TextEncoder(nn.Module):
         cls_attention = self._cls_attention(out.hidden_states[-2], attention_mask)
         if self.token_projection is not None:
             tokens = self.token_projection(tokens)
-        global_vector = tokens[:, 0]
+        global_vector, sentences, sentence_mask = tokens[:, 0], None, None
         if self.sentence_pool is not None:
             if sentence_index is None:
                 sentence_index = single_sentence_index(attention_mask)
             sentences, sentence_mask = sentence_means(tokens, sentence_index, self.sentence_slots)
             global_vector = self.sentence_pool(sentences, sentence_mask)
-        return TextOutput(global_vector=global_vector, tokens=tokens, cls_attention=cls_attention)
+        return TextOutput(global_vector=global_vector, tokens=tokens, cls_attention=cls_attention,
+                          sentences=sentences, sentence_mask=sentence_mask)
 
 
 def single_sentence_index(attention_mask: Tensor) -> Tensor:
@@ -124,20 +129,6 @@ def single_sentence_index(attention_mask: Tensor) -> Tensor:
     positions = torch.arange(real.shape[1], device=real.device)[None]
     inside = real & (positions > 0) & (positions < last)
     return torch.where(inside, 0, -1)
-
-
-def sentence_means(tokens: Tensor, sentence_index: Tensor, slots: int) -> tuple[Tensor, Tensor]:
-    """Mean token state per sentence (PRIOR's sentence features): (B, L, D) tokens and (B, L)
-    sentence index (-1 off-sentence) → (B, S, D) means and (B, S) bool mask of real sentences.
-    One scatter-add for the whole batch; sentences past ``slots`` are dropped."""
-    batch, _, width = tokens.shape
-    slot = torch.where((sentence_index >= 0) & (sentence_index < slots), sentence_index, slots)
-    sums = tokens.new_zeros(batch, slots + 1, width)
-    sums.scatter_add_(1, slot[..., None].expand(-1, -1, width), tokens)
-    counts = tokens.new_zeros(batch, slots + 1)
-    counts.scatter_add_(1, slot, torch.ones_like(slot, dtype=tokens.dtype))
-    counts = counts[:, :slots]
-    return sums[:, :slots] / counts.clamp(min=1)[..., None], counts > 0
 
 
 class SentenceAttentionPool(nn.Module):

@@ -1,7 +1,8 @@
 """VLPModel: encoders + shared services + the ObjectiveSet; the one module DeepSpeed wraps.
 
 ``forward(batch, ctx) -> (loss, logs)``: encodes only the features the enabled objectives
-require (``encode``), then lets the ObjectiveSet weigh their terms.
+require (``encode``), then lets the ObjectiveSet weigh their terms with the step's weights
+(``ctx.weights``, from the engine's schedule). Build one with ``kgvlp.models.build_model``.
 """
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from torch import Tensor, nn
 
 from kgvlp.config.schema import ModelConfig
 from kgvlp.data.batch import Batch
-from kgvlp.models.features import Features, Need
+from kgvlp.models.context import StepContext
+from kgvlp.models.features import Features, ModelDims, Need
 from kgvlp.models.image import add_projections, build_image_encoder
 from kgvlp.models.text import TextEncoder, merge_words
 from kgvlp.modules.heads import SharedProjections
+from kgvlp.modules.pooling import sentence_means
 from kgvlp.modules.registry import SERVICES, service_for
-from kgvlp.objectives.base import ModelDims, StepContext
 from kgvlp.objectives.objective_set import ObjectiveSet, enabled_objectives
 
 # Needs that imply others (the projections read the backbone vectors, etc.).
@@ -23,10 +25,13 @@ IMPLIED = {
     Need.IMAGE_EMBED: {Need.IMAGE_GLOBAL},
     Need.TEXT_EMBED: {Need.TEXT_GLOBAL},
     Need.WORDS: {Need.TEXT_TOKENS},
+    Need.SENTENCES: {Need.TEXT_TOKENS},
 }
 IMAGE_NEEDS = {Need.IMAGE_GLOBAL, Need.IMAGE_TOKENS}
+# Features the model computes itself (encoders, projections, batch fields); services the rest.
 ENCODER_NEEDS = frozenset({Need.IMAGE_GLOBAL, Need.IMAGE_TOKENS, Need.TEXT_GLOBAL, Need.TEXT_TOKENS,
-                           Need.WORDS, Need.IMAGE_EMBED, Need.TEXT_EMBED})
+                           Need.WORDS, Need.IMAGE_EMBED, Need.TEXT_EMBED, Need.SENTENCES, Need.PIXELS,
+                           Need.LABELS})
 TEXT_NEEDS = {Need.TEXT_GLOBAL, Need.TEXT_TOKENS}
 SECOND_VIEW_NEEDS = frozenset({Need.IMAGE_VIEW2, Need.DIVERGENCE})
 
@@ -38,9 +43,9 @@ def close_needs(needs: frozenset[Need]) -> frozenset[Need]:
     return frozenset(closed)
 
 
-def probe_dims(image_encoder: nn.Module, text_encoder: TextEncoder, image_size: int,
-               in_chans: int, max_length: int) -> ModelDims:
+def probe_dims(image_encoder: nn.Module, text_encoder: TextEncoder, model_cfg: ModelConfig) -> ModelDims:
     """Run a 1-image dummy through the image encoder to learn the token count."""
+    image_size, in_chans = model_cfg.image.image_size, model_cfg.image.in_chans
     was_training = image_encoder.training
     image_encoder.eval()
     with torch.no_grad():
@@ -48,8 +53,8 @@ def probe_dims(image_encoder: nn.Module, text_encoder: TextEncoder, image_size: 
     image_encoder.train(was_training)
     return ModelDims(image_width=out.global_vector.shape[-1], image_token_width=out.tokens.shape[-1],
                      text_width=text_encoder.width, num_image_tokens=out.tokens.shape[1],
-                     max_length=max_length, image_size=image_size,
-                     sentence_slots=text_encoder.sentence_slots)
+                     max_length=model_cfg.text.max_length, image_size=image_size,
+                     sentence_slots=text_encoder.sentence_slots, sync_batchnorm=model_cfg.sync_batchnorm)
 
 
 class VLPModel(nn.Module):
@@ -57,54 +62,57 @@ class VLPModel(nn.Module):
 
     Features beyond the encoders' own come from services (kgvlp/modules/registry.py): the
     model builds the service providing each needed ``Need`` once, under ``services.<name>``,
-    configured by ``model.services.<name>`` (see docs/extending.md).
+    configured by ``model.services.<name>`` (see docs/extending.md). ``enabled``: the
+    objectives to build (default: weight > 0 in ``objective_configs``; ``build_model`` adds
+    those a stage enables).
     """
 
     def __init__(self, model_cfg: ModelConfig, objective_configs: dict, registry: dict,
-                 stages=None):
+                 enabled: list[str] | None = None):
         super().__init__()
         self.model_cfg = model_cfg
+        enabled = enabled_objectives(objective_configs) if enabled is None else list(enabled)
         self.image_encoder = build_image_encoder(model_cfg.image)
         self.text_encoder = TextEncoder(model_cfg.text)
-        self._share_width(objective_configs, registry, stages)
-        self.dims = probe_dims(self.image_encoder, self.text_encoder, model_cfg.image.image_size,
-                               model_cfg.image.in_chans, model_cfg.text.max_length)
-        self.objectives = ObjectiveSet(objective_configs, registry, self.dims, stages)
+        self._share_width(enabled, registry)
+        self.dims = probe_dims(self.image_encoder, self.text_encoder, model_cfg)
+        self.objectives = ObjectiveSet(objective_configs, registry, self.dims, enabled)
         self.needs = close_needs(self.objectives.requires)
         self.services = nn.ModuleDict()
-        pending = [n for n in self.needs if n not in ENCODER_NEEDS]
-        while pending:  # services may require features of other services
-            need = pending.pop()
-            found = service_for(need)
-            if found is None:
-                raise ValueError(f"enabled objectives require feature {need.value!r}, which no "
-                                 f"registered service provides; encoders provide "
-                                 f"{sorted(n.value for n in ENCODER_NEEDS)}, services "
-                                 f"{sorted(c.provides.value for c in SERVICES.values())}")
-            name, cls = found
-            if name in self.services:
-                continue
-            service_cfgs = getattr(model_cfg, "services", None) or {}
-            self.services[name] = cls(service_cfgs.get(name) or cls.Config(), self)
-            for extra in close_needs(cls.requires) - self.needs:
-                self.needs = self.needs | {extra}
-                if extra not in ENCODER_NEEDS:
-                    pending.append(extra)
-        self.needs = close_needs(self.needs)
+        self._build_services(model_cfg)
         self._order_services()
         if Need.IMAGE_EMBED in self.needs or Need.TEXT_EMBED in self.needs:
             self.projections = SharedProjections(self.dims.image_width, self.dims.text_width,
                                                  out_dim=self.dims.embed_dim,
                                                  sync_bn=model_cfg.sync_batchnorm)
 
-    def _share_width(self, objective_configs: dict, registry: dict, stages) -> None:
+    def _build_services(self, model_cfg: ModelConfig) -> None:
+        """The service providing each needed feature, built once, in the registry's order (not
+        a set's, whose order follows per-process string hashes): their parameters are then
+        initialised in the same order in every process. Services may need other services."""
+        service_cfgs = getattr(model_cfg, "services", None) or {}
+        missing = [n for n in Need if n in self.needs - ENCODER_NEEDS and service_for(n) is None]
+        if missing:
+            raise ValueError(f"enabled objectives require feature {missing[0].value!r}, which no "
+                             f"registered service provides; encoders provide "
+                             f"{sorted(n.value for n in ENCODER_NEEDS)}, services "
+                             f"{sorted(c.provides.value for c in SERVICES.values())}")
+        pending = [(name, cls) for name, cls in SERVICES.items()
+                   if cls.provides in self.needs and name not in self.services]
+        if pending:
+            name, cls = pending[0]
+            self.services[name] = cls(service_cfgs.get(name) or cls.Config(), self)
+            self.needs = close_needs(self.needs | cls.requires)
+            self._build_services(model_cfg)   # the next one, with what this one requires
+
+    def _share_width(self, enabled: list[str], registry: dict) -> None:
         """Objectives that compare image and text features directly (PRIOR's) need one width:
         without projections configured, the image side gets PRIOR's Linear projections to the
         text width (e.g. ViT-Tiny 192 → MiniLM 384)."""
         image, text = self.image_encoder, self.text_encoder
         if image.width == image.token_width == text.width:
             return
-        needing = [n for n in enabled_objectives(objective_configs, stages) if registry[n].shared_width]
+        needing = [n for n in enabled if registry[n].shared_width]
         if not needing:
             return
         configured = self.model_cfg.image.projection_dim, self.model_cfg.text.projection_dim
@@ -153,6 +161,17 @@ class VLPModel(nn.Module):
             features.attention_mask = batch.attention_mask.bool()
             features.token_sentence_index = batch.sentence_index
             features.cls_attention = text.cls_attention
+            features.sentences, features.sentence_mask = text.sentences, text.sentence_mask
+        if Need.SENTENCES in needs and features.sentences is None:
+            features.sentences, features.sentence_mask = sentence_means(
+                features.text_tokens, batch.sentence_index, self.dims.sentence_slots)
+        if Need.PIXELS in needs:
+            features.images = batch.images
+        if Need.LABELS in needs:
+            if batch.labels is None:
+                raise ValueError("an objective reads finding labels (findings_from: labels), but the "
+                                 "batch carries none: use a dataset with labels, or findings_from: entities")
+            features.labels = batch.labels
         if Need.WORDS in needs:
             slots = self.dims.word_slots
             features.word_tokens = merge_words(features.text_tokens, batch.word_index, slots)
@@ -172,8 +191,7 @@ class VLPModel(nn.Module):
         return features
 
     def forward(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-        features = self.encode(batch)
-        return self.objectives(features, batch, ctx)
+        return self.objectives(self.encode(batch), ctx)
 
     @torch.no_grad()
     def after_step(self, ctx: StepContext) -> None:

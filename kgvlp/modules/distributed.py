@@ -66,3 +66,10 @@ def modifiable(*params: torch.nn.Parameter):
 def at_least_fp32(x: Tensor) -> Tensor:
     """Upcast half/bf16 to float32 for softmax, exp and statistics; float64 stays float64."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def step_generator(ctx, device, salt: int) -> torch.Generator:
+    """A generator seeded by (salt, step, rank): draws are reproducible and resume-exact."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(salt) * 1_000_003 + int(ctx.step) * 4_099 + rank())
+    return generator

@@ -260,7 +260,15 @@ def label_jaccard(labels_a: Tensor, labels_b: Tensor, empty_match: bool = True) 
     return torch.where(empty, torch.full_like(union, float(empty_match)), intersection / union.clamp(min=1))
 
 
-def findings_jaccard(source: str, features: Features, batch, empty_match: bool = True) -> Tensor:
+FINDINGS_SOURCES = ("entities", "labels", "none")
+
+
+def findings_needs(source: str) -> frozenset[Need]:
+    """The features ``findings_jaccard(source, …)`` reads."""
+    return frozenset({"entities": {Need.ENTITIES}, "labels": {Need.LABELS}}.get(source, set()))
+
+
+def findings_jaccard(source: str, features: Features, empty_match: bool = True) -> Tensor:
     """(B, B) Jaccard of the reports' findings, from affirmed finding concepts ('entities')
     or from the multi-hot labels ('labels'); identity only ('none')."""
     if source == "entities":
@@ -268,8 +276,5 @@ def findings_jaccard(source: str, features: Features, batch, empty_match: bool =
         keep = entities.affirmed & entities.finding
         return set_jaccard(entities.ids, keep, entities.ids, keep, empty_match)
     if source == "labels":
-        if batch.labels is None:
-            raise ValueError("findings_from: labels, but the batch carries no labels")
-        return label_jaccard(batch.labels, batch.labels, empty_match)
-    size = batch.input_ids.shape[0]
-    return torch.eye(size, device=batch.input_ids.device)
+        return label_jaccard(features.labels, features.labels, empty_match)
+    return torch.eye(features.batch_size, device=features.device)

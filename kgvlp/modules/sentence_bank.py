@@ -6,10 +6,10 @@ prototype with an unnormalised dot product, z = s·Pᵀ; a soft Gumbel-softmax s
 a = softmax((z + g)/τ), τ = 0.9, mixes the prototypes into ŝ = a·P. The bank's own loss
 (``sentence_prototypes``) is |ŝ − s|₁; the generation objective reads the same bank.
 
-The sentence features are the means of the text tokens of each sentence
-(``kgvlp.models.text.sentence_means``: with ``model.text.projection_dim`` these are
-PRIOR's projected tokens). They and one Gumbel sample per step are computed here once, so
-every objective reading the bank sees the same draw.
+The sentence features are the model's ``Features.sentences``, the means of the text tokens
+of each sentence (``kgvlp.modules.pooling.sentence_means``, computed once per step: with
+``model.text.projection_dim`` these are PRIOR's projected tokens). One Gumbel sample per
+step is drawn here once, so every objective reading the bank sees the same draw.
 
 State besides the prototypes, all buffers (checkpointed): ``usage`` (K,) running share of
 sentences assigned (argmax) to each prototype, and ``idle_steps`` (K,) optimizer steps
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgvlp.models.features import Features, Need
-from kgvlp.models.text import sentence_means
 from kgvlp.modules.distributed import all_reduce_sum, at_least_fp32, gather_no_grad, modifiable
+from kgvlp.modules.pooling import masked_mean
 from kgvlp.modules.service import Service, ServiceConfig
 
 
@@ -79,19 +79,13 @@ def assignment_counts(assignment: Tensor, mask: Tensor, size: int) -> Tensor:
     return assignment.new_zeros(size).scatter_add_(0, chosen, weights)
 
 
-def masked_mean(sentences: Tensor, mask: Tensor) -> Tensor:
-    weights = mask.to(sentences.dtype)[..., None]
-    return (sentences * weights).sum(1) / weights.sum(1).clamp(min=1)
-
-
 class SentenceBank(Service):
     Config = SentenceBankConfig
     provides = Need.PROTOTYPE_BANK
-    requires = frozenset({Need.TEXT_TOKENS})
+    requires = frozenset({Need.SENTENCES})
 
     def __init__(self, cfg: SentenceBankConfig, model: nn.Module):
         super().__init__(cfg, model)
-        self.slots = model.dims.sentence_slots
         self.prototypes = nn.Embedding(cfg.size, model.dims.text_width)   # N(0, 1), as PRIOR
         self.register_buffer("usage", torch.full((cfg.size,), 1.0 / cfg.size))
         self.register_buffer("idle_steps", torch.zeros(cfg.size, dtype=torch.long))
@@ -115,14 +109,15 @@ class SentenceBank(Service):
         return logits, assignment, assignment.to(bank.dtype) @ bank
 
     def provide(self, model, batch, features: Features) -> SentenceBankView:
-        sentences, mask = sentence_means(features.text_tokens, features.token_sentence_index, self.slots)
+        sentences, mask = features.sentences, features.sentence_mask
         logits, assignment, prototypes = self.mix(sentences)
         if self.training:
             self._stage(assignment.detach(), mask, sentences.detach())
         pool = model.text_encoder.sentence_pool or masked_mean
         return SentenceBankView(sentences=sentences, mask=mask, logits=logits, assignment=assignment,
                                 prototypes=prototypes, bank=self.prototypes.weight, usage=self.usage,
-                                idle_steps=self.idle_steps, dead_after=self.cfg.dead_after, mix=lambda x: self.mix(x)[2], pool=pool)
+                                idle_steps=self.idle_steps, dead_after=self.cfg.dead_after,
+                                mix=lambda x: self.mix(x)[2], pool=pool)
 
     def _stage(self, assignment: Tensor, mask: Tensor, sentences: Tensor) -> None:
         """Count this micro-batch's argmax assignments (summed over accumulation steps)."""
@@ -161,3 +156,17 @@ class SentenceBank(Service):
             replacement = candidates[picks.clamp(max=len(candidates) - 1)].to(weight.dtype)
             weight.data.copy_(torch.where(dead[:, None], replacement, weight.data))
         self.idle_steps.masked_fill_(dead, 0)
+
+
+def uses_bank(prototype_stages: list[str]) -> frozenset[Need]:
+    """The bank is needed by an objective that reads prototypes in some stages."""
+    return frozenset({Need.PROTOTYPE_BANK}) if prototype_stages else frozenset()
+
+
+def report_sentences(features: Features, prototype_stages: list[str], stage: str) -> tuple[Tensor, Tensor]:
+    """(B, S, D) sentence features and (B, S) mask: the bank's soft prototypes during
+    ``prototype_stages`` (PRIOR stages 2–3 align prototypes), else the encoder's."""
+    if stage in prototype_stages:
+        view = features.extras[Need.PROTOTYPE_BANK.value]
+        return view.prototypes, view.mask
+    return features.sentences, features.sentence_mask

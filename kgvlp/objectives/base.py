@@ -4,7 +4,10 @@ An objective is an ``nn.Module`` with
 - ``Config``: a dataclass holding all of its defaults (the YAML ``objectives.<name>`` schema);
 - ``requires``: the features it reads (``kgvlp.models.features.Need``);
 - ``__init__(cfg, dims)``: builds the modules it needs (heads, prototypes, decoders);
-- ``forward(features, batch, ctx) -> ObjectiveOutput``: unweighted named loss terms;
+- ``forward(features, ctx) -> ObjectiveOutput``: unweighted named loss terms, computed
+  from the ``Features`` alone (an objective never sees the batch);
+- ``term_weights``: terms whose relative weight is a Config field (applied, with the
+  objective's scheduled weight, by the ObjectiveSet — never inside ``forward``);
 - ``after_step(ctx)``: state that advances once per optimizer step (never in forward).
 """
 from __future__ import annotations
@@ -14,8 +17,10 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from kgvlp.data.batch import Batch
-from kgvlp.models.features import Features, Need
+from kgvlp.models.context import StepContext
+from kgvlp.models.features import Features, ModelDims, Need
+
+__all__ = ["ModelDims", "Objective", "ObjectiveConfig", "ObjectiveOutput", "StepContext"]
 
 
 @dataclass
@@ -24,36 +29,6 @@ class ObjectiveConfig:
     weight: float = 1.0
     start_step: int = 0        # contributes nothing before this optimizer step
     warmup_steps: int = 0      # then its weight ramps linearly from 0 over this many steps
-
-
-@dataclass
-class ModelDims:
-    """What an objective may know about the encoders when it builds its modules."""
-    image_width: int           # width of image_global
-    image_token_width: int     # width of image_tokens
-    text_width: int            # width of text_global / tokens / words
-    num_image_tokens: int      # P
-    max_length: int            # L; word slots W = L - 2
-    embed_dim: int = 128       # shared projection width
-    image_size: int = 224      # input side in pixels (decoders that reconstruct the image)
-    sentence_slots: int = 32   # S: sentences per report in sentence features
-
-    @property
-    def word_slots(self) -> int:
-        return self.max_length - 2
-
-
-@dataclass
-class StepContext:
-    """Where training stands; the same object is passed to forward and after_step.
-
-    step: optimizer steps taken so far; epoch: fractional epochs done; stage: current
-    stage name ('' when the experiment has no stages)."""
-    step: int = 0
-    epoch: float = 0.0
-    steps_per_epoch: int = 1
-    max_steps: int = 1
-    stage: str = ""
 
 
 @dataclass
@@ -69,13 +44,16 @@ class Objective(nn.Module):
     # True when the objective compares image and text features directly (no heads of its
     # own); the model then projects the image features to the text width if they differ.
     shared_width: ClassVar[bool] = False
+    # term name → the Config field holding its relative weight (e.g. {"kl": "kl_weight"});
+    # terms not listed count once. ``loss/<objective>/<term>`` logs the raw term.
+    term_weights: ClassVar[dict[str, str]] = {}
 
     def __init__(self, cfg: ObjectiveConfig, dims: ModelDims):
         super().__init__()
         self.cfg = cfg
         self.dims = dims
 
-    def forward(self, features: Features, batch: Batch, ctx: StepContext) -> ObjectiveOutput:
+    def forward(self, features: Features, ctx: StepContext) -> ObjectiveOutput:
         raise NotImplementedError
 
     def after_step(self, ctx: StepContext) -> None:

@@ -17,7 +17,7 @@ z ∈ {v, t} (online image/report embeddings) and scores s = z·Pᵀ:
 
 The paper says only "prototype clustering guided by expert knowledge … contrast at the
 category level to mitigate false negatives"; this decomposition is ours (docs/mlip.md).
-Terms are returned already multiplied by their ``*_weight``.
+Terms are raw; their ``*_weight`` is applied by the ObjectiveSet (``term_weights``).
 """
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgvlp.models.features import Need
-from kgvlp.modules.distributed import at_least_fp32, gather_no_grad, gather_with_grad, local_rows, rank, world_size
+from kgvlp.modules.contrastive import columns, global_masked_mean, own_columns
+from kgvlp.modules.distributed import at_least_fp32
 from kgvlp.modules.knowledge_bank import set_jaccard
-from kgvlp.objectives.cpa import sinkhorn
+from kgvlp.modules.sinkhorn import batch_codes
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
-from kgvlp.objectives.tkp_alignment import masked_mean
 
 
 @dataclass
@@ -54,6 +54,7 @@ class CategoryContrastConfig(ObjectiveConfig):
 class CategoryContrast(Objective):
     Config = CategoryContrastConfig
     requires = frozenset({Need.IMAGE_EMBED, Need.TEXT_EMBED, Need.ENTITIES})
+    term_weights = {"swap": "swap_weight", "knowledge": "knowledge_weight", "instance": "instance_weight"}
 
     def __init__(self, cfg: CategoryContrastConfig, dims):
         super().__init__(cfg, dims)
@@ -62,11 +63,7 @@ class CategoryContrast(Objective):
         self.prototype_map = nn.Linear(dims.text_width, dims.embed_dim)
 
     def _codes(self, scores: Tensor) -> Tensor:
-        if not self.cfg.gather or world_size() == 1:
-            return sinkhorn(scores, self.cfg.epsilon, self.cfg.sinkhorn_iterations)
-        everything = gather_no_grad(scores.detach())
-        return sinkhorn(everything, self.cfg.epsilon, self.cfg.sinkhorn_iterations)[
-            local_rows(everything, scores.shape[0])]
+        return batch_codes(scores, self.cfg.epsilon, self.cfg.sinkhorn_iterations, self.cfg.gather)
 
     def knowledge_targets(self, entities, num_categories: int) -> tuple[Tensor, Tensor]:
         """(B, K) distribution over the categories of each report's affirmed finding concepts,
@@ -82,12 +79,9 @@ class CategoryContrast(Objective):
         are not negatives (finding sets with Jaccard ≥ threshold, identical sets included)."""
         cfg, gather = self.cfg, self.cfg.gather
         keep = entities.affirmed & entities.finding
-        all_image = gather_with_grad(image) if gather else image
-        all_text = gather_with_grad(text) if gather else text
-        all_ids = gather_no_grad(entities.ids) if gather else entities.ids
-        all_keep = gather_no_grad(keep) if gather else keep
-        local = image.shape[0]
-        positive = torch.arange(local, device=image.device) + (rank() * local if gather else 0)
+        all_image, all_text = columns(image, gather), columns(text, gather)
+        all_ids, all_keep = columns(entities.ids, gather, grad=False), columns(keep, gather, grad=False)
+        positive = own_columns(image.shape[0], gather, image.device)
         is_self = F.one_hot(positive, all_ids.shape[0]).bool()
         jaccard = set_jaccard(entities.ids, keep, all_ids, all_keep, cfg.empty_sets_match)
         similar = (jaccard >= cfg.jaccard_threshold) & ~is_self
@@ -104,7 +98,7 @@ class CategoryContrast(Objective):
 
         return side(image, all_text), side(text, all_image), similar
 
-    def forward(self, features, batch, ctx):
+    def forward(self, features, ctx):
         cfg = self.cfg
         entities = features.extras[Need.ENTITIES.value]
         image, text = features.image_embed, features.text_embed
@@ -115,16 +109,16 @@ class CategoryContrast(Objective):
         terms: dict[str, Tensor] = {}
         if cfg.swap_weight > 0:
             image_codes, text_codes = self._codes(image_scores), self._codes(text_scores)
-            terms["swap"] = cfg.swap_weight * 0.5 * (-(image_codes * log_p_text).sum(1).mean()
-                                                     - (text_codes * log_p_image).sum(1).mean())
+            terms["swap"] = 0.5 * (-(image_codes * log_p_text).sum(1).mean()
+                                   - (text_codes * log_p_image).sum(1).mean())
         if cfg.knowledge_weight > 0:
             target, has = self.knowledge_targets(entities, prototypes.shape[0])
             per_report = -0.5 * ((target * log_p_image).sum(1) + (target * log_p_text).sum(1))
-            terms["knowledge"] = cfg.knowledge_weight * masked_mean(per_report, has, cfg.gather)
+            terms["knowledge"] = global_masked_mean(per_report, has, cfg.gather)
         metrics = {}
         if cfg.instance_weight > 0:
             image_rows, text_rows, similar = self.instance_rows(image, text, entities)
-            terms["instance"] = cfg.instance_weight * 0.5 * (image_rows.mean() + text_rows.mean())
+            terms["instance"] = 0.5 * (image_rows.mean() + text_rows.mean())
             metrics["non_negatives_per_row"] = similar.float().sum(1).mean()
         with torch.no_grad():
             metrics["agreement"] = (image_scores.argmax(1) == text_scores.argmax(1)).float().mean()

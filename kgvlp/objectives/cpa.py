@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgvlp.models.features import Need
-from kgvlp.modules.distributed import (at_least_fp32, gather_no_grad, local_rows,
-                                      modifiable, world_size)
+from kgvlp.modules.distributed import at_least_fp32, modifiable
+from kgvlp.modules.sinkhorn import batch_codes
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 
 
@@ -32,28 +32,6 @@ class CPAConfig(ObjectiveConfig):
     official_quirks: bool = False  # exp(score/ε) without max-subtraction; per-GPU Sinkhorn
 
 
-@torch.no_grad()
-def sinkhorn(scores: Tensor, epsilon: float, iterations: int, stable: bool = True) -> Tensor:
-    """Sinkhorn-Knopp on (N, K) scores of the whole (global) batch → codes (N, K), rows sum to 1.
-
-    Equal-partition constraint: each prototype receives N/K of the mass, each sample 1.
-    Computed in float32 (exp(score/ε) overflows in half precision); ``stable`` subtracts the
-    global max first, which leaves the result unchanged since Q is renormalised.
-    """
-    logits = at_least_fp32(scores) / epsilon
-    if stable:
-        logits = logits - logits.max()
-    q = torch.exp(logits).t()                      # (K, N)
-    num_prototypes, num_samples = q.shape
-    q /= q.sum()
-    for _ in range(iterations):
-        q /= q.sum(dim=1, keepdim=True)
-        q /= num_prototypes
-        q /= q.sum(dim=0, keepdim=True)
-        q /= num_samples
-    return (q * num_samples).t()                   # (N, K)
-
-
 class CPA(Objective):
     Config = CPAConfig
     requires = frozenset({Need.IMAGE_EMBED, Need.TEXT_EMBED})
@@ -65,15 +43,11 @@ class CPA(Objective):
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
     def _codes(self, scores: Tensor) -> Tensor:
-        gather = self.cfg.gather and not self.cfg.official_quirks
-        if not gather or world_size() == 1:
-            return sinkhorn(scores, self.cfg.epsilon, self.cfg.sinkhorn_iterations,
-                            stable=not self.cfg.official_quirks)
-        everything = gather_no_grad(scores.detach())
-        codes = sinkhorn(everything, self.cfg.epsilon, self.cfg.sinkhorn_iterations)
-        return codes[local_rows(everything, scores.shape[0])]
+        quirks = self.cfg.official_quirks
+        return batch_codes(scores, self.cfg.epsilon, self.cfg.sinkhorn_iterations,
+                           gather=self.cfg.gather and not quirks, stable=not quirks)
 
-    def forward(self, features, batch, ctx):
+    def forward(self, features, ctx):
         weight = self.prototypes.weight
         if ctx.epoch < self.cfg.freeze_prototypes_epochs:
             # Zero gradient (not None), so every rank reduces the same parameters; Adam's

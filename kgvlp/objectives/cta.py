@@ -88,7 +88,13 @@ class CTA(Objective):
         self.image_head = TokenProjection(dims.image_token_width, cfg.hidden_dim, dims.embed_dim, sync)
         self.word_head = TokenProjection(dims.text_width, cfg.hidden_dim, dims.embed_dim, sync)
 
-    def forward(self, features, batch, ctx):
+    def word_patch_attention(self, features) -> Tensor:
+        """(B, W, P) softmax_j(w_i·p_j/τ₂): where each word looks (MGCA eq. 4; grounding)."""
+        words = self.word_head(features.word_tokens, features.word_mask)
+        patches = self.image_head(features.image_tokens)
+        return (words @ patches.transpose(1, 2) / self.cfg.temperature).softmax(dim=-1)
+
+    def forward(self, features, ctx):
         cfg, quirks = self.cfg, self.cfg.official_quirks
         word_valid = features.word_mask
         patches = self.image_head(features.image_tokens)

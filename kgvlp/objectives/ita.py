@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from kgvlp.models.features import Need
-from kgvlp.modules.distributed import at_least_fp32, gather_with_grad, rank
+from kgvlp.modules.contrastive import columns, own_columns
+from kgvlp.modules.distributed import at_least_fp32
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 
 
@@ -26,16 +27,12 @@ class ITA(Objective):
     Config = ITAConfig
     requires = frozenset({Need.IMAGE_EMBED, Need.TEXT_EMBED})
 
-    def forward(self, features, batch, ctx):
+    def forward(self, features, ctx):
         image, text = features.image_embed, features.text_embed
         gather = self.cfg.gather and not self.cfg.official_quirks
-        local = image.shape[0]
-        # Local rows against global columns (open_clip's local_loss): each rank's mean over
-        # its rows, averaged by data parallelism, is the mean over the global batch.
-        all_image = gather_with_grad(image) if gather else image
-        all_text = gather_with_grad(text) if gather else text
-        offset = rank() * local if gather else 0
-        targets = torch.arange(local, device=image.device) + offset
+        # Local rows against global columns (kgvlp.modules.contrastive).
+        all_image, all_text = columns(image, gather), columns(text, gather)
+        targets = own_columns(image.shape[0], gather, image.device)
         logits_i2t = image @ all_text.t() / self.cfg.temperature
         logits_t2i = text @ all_image.t() / self.cfg.temperature
         loss_i2t = F.cross_entropy(at_least_fp32(logits_i2t), targets)

@@ -23,12 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgvlp.models.features import Need
-from kgvlp.modules.distributed import at_least_fp32, rank
+from kgvlp.modules.distributed import at_least_fp32, step_generator
 from kgvlp.modules.fusion import TuckerFusion, cross_attention_stack
-from kgvlp.modules.knowledge_bank import findings_jaccard
+from kgvlp.modules.knowledge_bank import FINDINGS_SOURCES, findings_jaccard, findings_needs
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
-
-FINDINGS_SOURCES = ("entities", "labels", "none")
 
 
 @dataclass
@@ -47,13 +45,6 @@ class ITMConfig(ObjectiveConfig):
     seed: int = 0
 
 
-def step_generator(ctx, device, salt: int) -> torch.Generator:
-    """A generator seeded by (seed, step, rank): draws are reproducible and resume-exact."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(int(salt) * 1_000_003 + int(ctx.step) * 4_099 + rank())
-    return generator
-
-
 def sample_hard_negatives(similarity: Tensor, forbidden: Tensor, generator: torch.Generator,
                           temperature: float) -> tuple[Tensor, Tensor]:
     """One column per row drawn ∝ exp(similarity/τ) among allowed columns.
@@ -67,9 +58,9 @@ def sample_hard_negatives(similarity: Tensor, forbidden: Tensor, generator: torc
     return torch.multinomial(weights, 1, generator=generator)[:, 0], has_negative
 
 
-def same_findings(source: str, features, batch, threshold: float) -> Tensor:
+def same_findings(source: str, features, threshold: float) -> Tensor:
     """(B, B) bool: the pair must never be a negative (itself, or the same findings)."""
-    jaccard = findings_jaccard(source, features, batch)
+    jaccard = findings_jaccard(source, features)
     eye = torch.eye(jaccard.shape[0], dtype=torch.bool, device=jaccard.device)
     return eye | ((jaccard >= threshold) if source != "none" else eye)
 
@@ -83,8 +74,7 @@ class ITM(Objective):
         if cfg.fusion not in ("attention", "tucker") or cfg.findings_from not in FINDINGS_SOURCES:
             raise ValueError(f"itm: fusion {cfg.fusion!r} (attention | tucker), findings_from "
                              f"{cfg.findings_from!r} ({' | '.join(FINDINGS_SOURCES)})")
-        if cfg.findings_from == "entities":
-            self.requires = self.requires | {Need.ENTITIES}
+        self.requires = self.requires | findings_needs(cfg.findings_from)
         if cfg.fusion == "attention":
             self.text_in = nn.Linear(dims.text_width, cfg.width)
             self.image_in = nn.Linear(dims.image_token_width, cfg.width)
@@ -107,11 +97,11 @@ class ITM(Objective):
         fused = self.fusion(text, image, tgt_key_padding_mask=padding)
         return self.head(fused[:, 0])
 
-    def forward(self, features, batch, ctx):
+    def forward(self, features, ctx):
         cfg = self.cfg
         image, text = features.image_embed, features.text_embed
         size = image.shape[0]
-        forbidden = same_findings(cfg.findings_from, features, batch, cfg.same_findings_threshold)
+        forbidden = same_findings(cfg.findings_from, features, cfg.same_findings_threshold)
         generator = step_generator(ctx, image.device, cfg.seed)
         similarity = image @ text.t()
         negative_text, has_text = sample_hard_negatives(similarity, forbidden, generator, cfg.temperature)

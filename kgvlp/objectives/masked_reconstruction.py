@@ -27,7 +27,6 @@ from torch import Tensor, nn
 
 from kgvlp.models.features import Need
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
-from kgvlp.objectives.prior_common import report_sentences
 
 MODES = ("feature_dropout", "patch_mask")
 
@@ -63,8 +62,10 @@ def upsampling_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """PRIOR's DecoderBlock: nearest ×2, then two Conv3×3–BN–ReLU."""
     return nn.Sequential(
         nn.Upsample(scale_factor=2, mode="nearest"),
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True))
 
 
 def tokens_to_map(tokens: Tensor, grid: int, official_view: bool) -> Tensor:
@@ -94,10 +95,10 @@ class MaskedReconstruction(Objective):
                              f"loss {cfg.loss!r} (mse | l1)")
         self.grid = int(round(math.sqrt(dims.num_image_tokens)))
         if cfg.mode == "feature_dropout":
-            self.requires = frozenset({Need.IMAGE_TOKENS, Need.TEXT_TOKENS})
+            self.requires = frozenset({Need.IMAGE_TOKENS, Need.SENTENCES, Need.PIXELS})
             self._build_conv_decoder(dims)
         else:
-            self.requires = frozenset({Need.MASKED_IMAGE, Need.TEXT_TOKENS})
+            self.requires = frozenset({Need.MASKED_IMAGE, Need.SENTENCES, Need.PIXELS})
             self._build_patch_decoder(dims)
 
     # -- feature_dropout (PRIOR) ---------------------------------------------------------
@@ -111,15 +112,15 @@ class MaskedReconstruction(Objective):
         self.blocks = nn.Sequential(*(upsampling_block(c_in, c_out) for c_in, c_out in zip(channels, channels[1:])))
         self.head = nn.Conv2d(channels[-1], self.cfg.in_chans, 3, padding=1)
 
-    def _feature_dropout(self, features, batch, ctx) -> Tensor:
+    def _feature_dropout(self, features) -> Tensor:
         patches = features.image_tokens
-        sentences, mask = report_sentences(features, self.dims.sentence_slots, [], ctx.stage)
+        sentences, mask = features.sentences, features.sentence_mask
         conditioned = self.conditioning(patches, self.text_projection(sentences), mask)
         quirk = self.cfg.official_quirks
         image_map = self.feature_dropout(tokens_to_map(patches, self.grid, quirk))
         z = torch.cat([image_map, tokens_to_map(conditioned, self.grid, quirk)], dim=1)
         output = self.head(self.blocks(z))
-        target = batch.images
+        target = features.images
         if target.shape[-2:] != output.shape[-2:]:    # code: the image is resized to the output
             target = F.interpolate(target, size=output.shape[-2:], mode="bilinear", align_corners=True)
         return F.l1_loss(output, target.to(output.dtype))
@@ -138,19 +139,19 @@ class MaskedReconstruction(Objective):
         self.pixels = nn.Linear(width, patch * patch * cfg.in_chans)
         nn.init.normal_(self.mask_token, std=0.02)
 
-    def _patch_mask(self, features, batch, ctx) -> Tensor:
+    def _patch_mask(self, features) -> Tensor:
         view = features.extras[Need.MASKED_IMAGE.value]
         visible = self.embed(view.tokens)                                       # (B, V, w)
         batch_size, num_patches = view.hidden.shape
         x = self.mask_token.expand(batch_size, num_patches, -1).clone()
         x = x.scatter(1, view.keep_index[..., None].expand_as(visible), visible) + self.position
-        sentences, mask = report_sentences(features, self.dims.sentence_slots, [], ctx.stage)
+        sentences, mask = features.sentences, features.sentence_mask
         memory = self.text_embed(sentences)
         no_sentence = ~mask.any(1, keepdim=True)                                # keep one key valid
         x = self.decoder(x, memory, memory_key_padding_mask=~(mask | (no_sentence & (torch.arange(
             mask.shape[1], device=mask.device) == 0))))
         prediction = self.pixels(x)                                             # (B, P, p²·C)
-        target = patchify(batch.images, view.patch_size).to(prediction.dtype)
+        target = patchify(features.images, view.patch_size).to(prediction.dtype)
         if self.cfg.norm_pix:
             mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
             target = (target - mean) / (var + 1e-6).sqrt()
@@ -158,7 +159,7 @@ class MaskedReconstruction(Objective):
         hidden = view.hidden.to(error.dtype)
         return (error.mean(-1) * hidden).sum() / hidden.sum().clamp(min=1)
 
-    def forward(self, features, batch, ctx):
+    def forward(self, features, ctx):
         if self.cfg.mode == "feature_dropout":
-            return ObjectiveOutput(terms={"image": self._feature_dropout(features, batch, ctx)})
-        return ObjectiveOutput(terms={"patches": self._patch_mask(features, batch, ctx)})
+            return ObjectiveOutput(terms={"image": self._feature_dropout(features)})
+        return ObjectiveOutput(terms={"patches": self._patch_mask(features)})

@@ -9,7 +9,8 @@ all ranks, rows = this rank's anchors), with InfoNCE(a, C) = CE(a·Cᵀ/τ, own 
   L_di = ½[InfoNCE(t, [V′; Q_v]) + InfoNCE(v′, T)]         divergence image ↔ online text
 
 The paper states only "global contrastive learning with divergence encoders"; the three
-pairings, τ and the weights are ours (docs/mlip.md). ``distill_alpha`` > 0 replaces the
+pairings, τ and the weights are ours (docs/mlip.md); each pairing is a raw term, its
+``*_weight`` applied by the ObjectiveSet (``term_weights``). ``distill_alpha`` > 0 replaces the
 one-hot targets of online anchors by α·softmax(divergence similarities) + (1 − α)·one-hot
 (ALBEF's momentum distillation, α = 0.4 there).
 """
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kgvlp.models.features import Need
-from kgvlp.modules.distributed import at_least_fp32, gather_no_grad, gather_with_grad, rank
+from kgvlp.modules.contrastive import columns, own_columns
+from kgvlp.modules.distributed import at_least_fp32
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 
 
@@ -54,57 +56,51 @@ def with_queue(columns: Tensor, queue: Tensor | None, valid: Tensor | None) -> t
 class MLIPGlobal(Objective):
     Config = MLIPGlobalConfig
     requires = frozenset({Need.IMAGE_EMBED, Need.TEXT_EMBED, Need.DIVERGENCE})
+    term_weights = {"online_online": "online_online_weight", "image_divergence": "image_divergence_weight",
+                    "divergence_image": "divergence_image_weight"}
 
-    def _targets(self, local: int, columns: int, offset: int, teacher: Tensor | None, device) -> Tensor:
-        onehot = F.one_hot(torch.arange(local, device=device) + offset, columns).float()
+    def _targets(self, positives: Tensor, num_columns: int, teacher: Tensor | None) -> Tensor:
+        onehot = F.one_hot(positives, num_columns).float()
         if teacher is None or self.cfg.distill_alpha <= 0:
             return onehot
         alpha = self.cfg.distill_alpha
         return alpha * F.softmax(at_least_fp32(teacher), dim=1) + (1 - alpha) * onehot
 
-    def _info_nce(self, anchors: Tensor, columns: Tensor, offset: int, mask: Tensor | None = None,
+    def _info_nce(self, anchors: Tensor, candidates: Tensor, positives: Tensor, mask: Tensor | None = None,
                   teacher: Tensor | None = None) -> Tensor:
-        logits = anchors @ columns.t() / self.cfg.temperature
+        logits = anchors @ candidates.t() / self.cfg.temperature
         if mask is not None:
             logits = logits + mask
             teacher = None if teacher is None else teacher + mask
-        targets = self._targets(anchors.shape[0], columns.shape[0], offset, teacher, anchors.device)
-        return soft_cross_entropy(logits, targets)
+        return soft_cross_entropy(logits, self._targets(positives, candidates.shape[0], teacher))
 
-    def forward(self, features, batch, ctx):
+    def forward(self, features, ctx):
         cfg = self.cfg
         image, text = features.image_embed, features.text_embed
         divergence = features.extras[Need.DIVERGENCE.value]
         div_image, div_text = divergence.image_embed.to(image.dtype), divergence.text_embed.to(text.dtype)
-        local = image.shape[0]
         gather = cfg.gather
-        all_image = gather_with_grad(image) if gather else image
-        all_text = gather_with_grad(text) if gather else text
-        all_div_image = gather_no_grad(div_image) if gather else div_image
-        all_div_text = gather_no_grad(div_text) if gather else div_text
-        offset = rank() * local if gather else 0
+        all_image, all_text = columns(image, gather), columns(text, gather)
+        all_div_image, all_div_text = columns(div_image, gather, grad=False), columns(div_text, gather, grad=False)
+        positives = own_columns(image.shape[0], gather, image.device)
         tau = cfg.temperature
         # Teacher similarities (ALBEF): divergence anchor vs divergence columns (+ queue).
         teach_i2t = div_image @ all_div_text.t() / tau
         teach_t2i = div_text @ all_div_image.t() / tau
         terms: dict[str, Tensor] = {}
         if cfg.online_online_weight > 0:
-            terms["online_online"] = cfg.online_online_weight * 0.5 * (
-                self._info_nce(image, all_text, offset, teacher=teach_i2t)
-                + self._info_nce(text, all_image, offset, teacher=teach_t2i))
+            terms["online_online"] = 0.5 * (self._info_nce(image, all_text, positives, teacher=teach_i2t)
+                                            + self._info_nce(text, all_image, positives, teacher=teach_t2i))
         if cfg.image_divergence_weight > 0:
-            columns, mask = with_queue(all_div_text, divergence.queue_text, divergence.queue_valid)
-            teacher = div_image @ columns.t() / tau
-            terms["image_divergence"] = cfg.image_divergence_weight * 0.5 * (
-                self._info_nce(image, columns, offset, mask, teacher)
-                + self._info_nce(div_text, all_image, offset, teacher=teach_t2i))
+            candidates, mask = with_queue(all_div_text, divergence.queue_text, divergence.queue_valid)
+            teacher = div_image @ candidates.t() / tau
+            terms["image_divergence"] = 0.5 * (self._info_nce(image, candidates, positives, mask, teacher)
+                                               + self._info_nce(div_text, all_image, positives, teacher=teach_t2i))
         if cfg.divergence_image_weight > 0:
-            columns, mask = with_queue(all_div_image, divergence.queue_image, divergence.queue_valid)
-            teacher = div_text @ columns.t() / tau
-            terms["divergence_image"] = cfg.divergence_image_weight * 0.5 * (
-                self._info_nce(text, columns, offset, mask, teacher)
-                + self._info_nce(div_image, all_text, offset, teacher=teach_i2t))
+            candidates, mask = with_queue(all_div_image, divergence.queue_image, divergence.queue_valid)
+            teacher = div_text @ candidates.t() / tau
+            terms["divergence_image"] = 0.5 * (self._info_nce(text, candidates, positives, mask, teacher)
+                                               + self._info_nce(div_image, all_text, positives, teacher=teach_i2t))
         with torch.no_grad():
-            targets = torch.arange(local, device=image.device) + offset
-            accuracy = ((image @ all_div_text.t()).argmax(1) == targets).float().mean()
+            accuracy = ((image @ all_div_text.t()).argmax(1) == positives).float().mean()
         return ObjectiveOutput(terms=terms, metrics={"acc_i2divt": accuracy})

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import List
 
 from kgvlp.models.features import Need
+from kgvlp.modules.contrastive import LogitScale, clip_loss
+from kgvlp.modules.sentence_bank import uses_bank
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
-from kgvlp.objectives.prior_common import LogitScale, clip_loss, uses_bank
 
 
 @dataclass
@@ -37,7 +38,7 @@ class PriorGlobal(Objective):
         self.requires = frozenset({Need.IMAGE_GLOBAL, Need.TEXT_GLOBAL}) | uses_bank(cfg.prototype_stages)
         self.logit_scale = LogitScale(cfg.temperature, None if cfg.official_quirks else cfg.max_scale)
 
-    def forward(self, features, batch, ctx):
+    def forward(self, features, ctx):
         text = features.text_global
         if ctx.stage in self.cfg.prototype_stages:
             view = features.extras[Need.PROTOTYPE_BANK.value]

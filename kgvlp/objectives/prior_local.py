@@ -24,8 +24,9 @@ from torch import Tensor, nn
 
 from kgvlp.models.features import Need
 from kgvlp.modules.distributed import at_least_fp32
+from kgvlp.modules.contrastive import LogitScale
+from kgvlp.modules.sentence_bank import report_sentences, uses_bank
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
-from kgvlp.objectives.prior_common import LogitScale, report_sentences, uses_bank
 
 
 @dataclass
@@ -92,7 +93,7 @@ class PriorLocal(Objective):
             raise ValueError(f"prior_local needs image tokens and text tokens of one width, got "
                              f"{dims.image_token_width} and {dims.text_width}: set model.image.projection_dim "
                              f"and model.text.projection_dim to the same value (PRIOR: 768)")
-        self.requires = frozenset({Need.IMAGE_TOKENS, Need.TEXT_TOKENS}) | uses_bank(cfg.prototype_stages)
+        self.requires = frozenset({Need.IMAGE_TOKENS, Need.SENTENCES}) | uses_bank(cfg.prototype_stages)
         width = dims.text_width
         hidden = max(1, int(width * cfg.predictor_hidden))
         self.cross_attention = SigmoidCrossAttention(width)
@@ -100,8 +101,8 @@ class PriorLocal(Objective):
         nn.init.normal_(self.predictor[0].weight, std=width ** -0.5)          # code's init
         self.logit_scale = LogitScale(cfg.temperature, None if cfg.official_quirks else cfg.max_scale)
 
-    def forward(self, features, batch, ctx):
-        sentences, mask = report_sentences(features, self.dims.sentence_slots, self.cfg.prototype_stages, ctx.stage)
+    def forward(self, features, ctx):
+        sentences, mask = report_sentences(features, self.cfg.prototype_stages, ctx.stage)
         patches = features.image_tokens
         patch_context, sentence_context = self.cross_attention(patches, sentences, mask)
         scale = self.logit_scale()

@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from kgvlp.models.features import Need
 from kgvlp.modules.assignment import linear_sum_assignment
 from kgvlp.modules.distributed import at_least_fp32
+from kgvlp.modules.contrastive import LogitScale, clip_loss
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
-from kgvlp.objectives.prior_common import LogitScale, clip_loss
 
 
 @dataclass
@@ -74,6 +74,7 @@ class PrototypeGeneration(Objective):
     Config = PrototypeGenerationConfig
     shared_width = True   # compares image and text features directly
     requires = frozenset({Need.IMAGE_TOKENS, Need.TEXT_GLOBAL, Need.PROTOTYPE_BANK})
+    term_weights = {"l1": "l1_weight", "kl": "kl_weight", "contrast": "contrast_weight"}
 
     def __init__(self, cfg: PrototypeGenerationConfig, dims):
         super().__init__(cfg, dims)
@@ -106,7 +107,7 @@ class PrototypeGeneration(Objective):
             return linear_sum_assignment(cost, solver=self.cfg.matcher).col_for_row   # (B, Q): Q × Q
         return match_slots(cost, valid, self.cfg.matcher)
 
-    def forward(self, features, batch, ctx):
+    def forward(self, features, ctx):
         view = features.extras[Need.PROTOTYPE_BANK.value]
         slots = self.cfg.num_queries
         targets, valid = view.prototypes[:, :slots], view.mask[:, :slots]       # code: cut to Q
@@ -124,10 +125,7 @@ class PrototypeGeneration(Objective):
         pooled = view.pool(view.mix(paired), valid)
         scale = self.logit_scale()
         gpa = clip_loss(pooled, features.text_global, scale, self.cfg.gather)
-        cfg = self.cfg
-        return ObjectiveOutput(terms={"l1": cfg.l1_weight * l1, "kl": cfg.kl_weight * kl,
-                                      "contrast": cfg.contrast_weight * gpa},
-                               metrics={"l1_raw": l1.detach(), "kl_raw": kl.detach(), "contrast_raw": gpa.detach()})
+        return ObjectiveOutput(terms={"l1": l1, "kl": kl, "contrast": gpa})
 
     def _l1(self, paired: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
         if self.cfg.official_quirks:   # code: F.l1_loss over all Q slots per report, ÷ B

@@ -30,7 +30,7 @@ class SentencePrototypes(Objective):
     Config = SentencePrototypesConfig
     requires = frozenset({Need.PROTOTYPE_BANK})
 
-    def forward(self, features, batch, ctx):
+    def forward(self, features, ctx):
         view = features.extras[Need.PROTOTYPE_BANK.value]
         mask = view.mask
         error = (view.prototypes - view.sentences).abs().mean(-1)            # (B, S)

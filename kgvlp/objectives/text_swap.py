@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgvlp.models.features import Need
+from kgvlp.models.text import sentence_means
+from kgvlp.modules.distributed import step_generator
 from kgvlp.modules.fusion import cross_attention_stack
-from kgvlp.modules.knowledge_bank import findings_jaccard
+from kgvlp.modules.knowledge_bank import FINDINGS_SOURCES, findings_jaccard, findings_needs
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
-from kgvlp.objectives.itm import FINDINGS_SOURCES, step_generator
 
 
 @dataclass
@@ -40,16 +41,6 @@ class TextSwapConfig(ObjectiveConfig):
     findings_from: Literal["entities", "labels", "none"] = "entities"  # entities | labels | none
     different_below: float = 1.0   # donor's Jaccard with the report must be < this
     seed: int = 1
-
-
-def sentence_features(tokens: Tensor, sentence_index: Tensor, slots: int) -> tuple[Tensor, Tensor]:
-    """Mean token state per sentence: (B, L, D) + (B, L) → (B, S, D) and (B, S) bool valid."""
-    batch, _, width = tokens.shape
-    slot = torch.where((sentence_index >= 0) & (sentence_index < slots), sentence_index, slots)
-    sums = tokens.new_zeros(batch, slots + 1, width).scatter_add_(1, slot[..., None].expand_as(tokens), tokens)
-    counts = tokens.new_zeros(batch, slots + 1).scatter_add_(1, slot, torch.ones_like(slot, dtype=tokens.dtype))
-    counts = counts[:, :slots]
-    return sums[:, :slots] / counts.clamp(min=1)[..., None], counts > 0
 
 
 def swap_sentences(sentences: Tensor, valid: Tensor, donor_allowed: Tensor, ratio: float,
@@ -79,8 +70,7 @@ class TextSwap(Objective):
         super().__init__(cfg, dims)
         if cfg.findings_from not in FINDINGS_SOURCES:
             raise ValueError(f"text_swap.findings_from {cfg.findings_from!r}: {' | '.join(FINDINGS_SOURCES)}")
-        if cfg.findings_from == "entities":
-            self.requires = self.requires | {Need.ENTITIES}
+        self.requires = self.requires | findings_needs(cfg.findings_from)
         if cfg.use_image:
             self.requires = self.requires | {Need.IMAGE_TOKENS}
             self.image_in = nn.Linear(dims.image_token_width, cfg.width)
@@ -95,10 +85,11 @@ class TextSwap(Objective):
             self.fusion = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.head = nn.Linear(cfg.width, 1)
 
-    def forward(self, features, batch, ctx):
+    def forward(self, features, ctx):
         cfg = self.cfg
-        sentences, valid = sentence_features(features.text_tokens, features.token_sentence_index, cfg.max_sentences)
-        jaccard = findings_jaccard(cfg.findings_from, features, batch)
+        # its own sentence slots (max_sentences), so the model's sentence features do not serve
+        sentences, valid = sentence_means(features.text_tokens, features.token_sentence_index, cfg.max_sentences)
+        jaccard = findings_jaccard(cfg.findings_from, features)
         eye = torch.eye(jaccard.shape[0], dtype=torch.bool, device=jaccard.device)
         allowed = ~eye if cfg.findings_from == "none" else (jaccard < cfg.different_below) & ~eye
         generator = step_generator(ctx, sentences.device, cfg.seed)

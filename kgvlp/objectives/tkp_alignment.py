@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kgvlp.models.features import Need
-from kgvlp.modules.distributed import all_reduce_sum, at_least_fp32, gather_no_grad, gather_with_grad, rank, world_size
+from kgvlp.modules.contrastive import columns, global_masked_mean, own_columns
+from kgvlp.modules.distributed import at_least_fp32
 from kgvlp.modules.fusion import TuckerFusion
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
 
@@ -47,18 +48,6 @@ class TKPConfig(ObjectiveConfig):
     uncertain: Literal["positive", "exclude"] = "positive"
     negated_as_negatives: bool = True
     gather: bool = True             # instances of the global batch
-
-
-def masked_mean(values: Tensor, mask: Tensor, global_count: bool) -> Tensor:
-    """Σ values·mask / (number of True in mask over all ranks); × world so that averaging
-    over ranks (data parallelism) gives the mean over the global batch."""
-    mask = mask.to(values.dtype)
-    count = mask.sum().detach().clone()
-    scale = 1.0
-    if global_count and world_size() > 1:
-        count = all_reduce_sum(count)
-        scale = float(world_size())
-    return scale * (values * mask).sum() / count.clamp(min=1.0)
 
 
 def instance_info_nce(anchors: Tensor, columns: Tensor, positive: Tensor, allowed: Tensor,
@@ -113,7 +102,7 @@ class TKPAlignment(Objective):
             text, image = self.text_head(word_context), self.image_head(patch_context)
         return F.normalize(text, dim=-1), F.normalize(image, dim=-1)
 
-    def forward(self, features, batch, ctx):
+    def forward(self, features, ctx):
         cfg = self.cfg
         entities = features.extras[Need.ENTITIES.value]
         text, image = self.concept_features(entities, features)
@@ -126,13 +115,9 @@ class TKPAlignment(Objective):
         text, image = text.flatten(0, 1), image.flatten(0, 1)                 # (B·E, D)
 
         gather = cfg.gather
-        all_text = gather_with_grad(text) if gather else text
-        all_image = gather_with_grad(image) if gather else image
-        all_ids = gather_no_grad(ids) if gather else ids
-        all_anchor = gather_no_grad(anchor) if gather else anchor
-        all_candidate = gather_no_grad(candidate) if gather else candidate
-        local = ids.shape[0]
-        positive = torch.arange(local, device=ids.device) + (rank() * local if gather else 0)
+        all_text, all_image = columns(text, gather), columns(image, gather)
+        all_ids, all_anchor, all_candidate = (columns(x, gather, grad=False) for x in (ids, anchor, candidate))
+        positive = own_columns(ids.shape[0], gather, ids.device)
         is_self = F.one_hot(positive, all_ids.shape[0]).bool()
         # Same concept affirmed in another report: not a negative (removed from the denominator).
         same_concept = (ids[:, None] == all_ids[None, :]) & anchor[:, None] & all_anchor[None, :] & ~is_self
@@ -140,7 +125,7 @@ class TKPAlignment(Objective):
 
         loss_t2i = instance_info_nce(text, all_image, positive, allowed, anchor, cfg.temperature)
         loss_i2t = instance_info_nce(image, all_text, positive, allowed, anchor, cfg.temperature)
-        loss = 0.5 * (masked_mean(loss_t2i, anchor, gather) + masked_mean(loss_i2t, anchor, gather))
+        loss = 0.5 * (global_masked_mean(loss_t2i, anchor, gather) + global_masked_mean(loss_i2t, anchor, gather))
         with torch.no_grad():
             logits = (text @ all_image.t()).masked_fill(~allowed, float("-inf"))
             hits = (logits.argmax(1) == positive) & anchor

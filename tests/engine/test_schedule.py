@@ -8,8 +8,7 @@ import math
 import pytest
 
 from kgvlp.config.schema import StageConfig
-from kgvlp.engine.schedule import lr_at
-from kgvlp.objectives.objective_set import resolve_stages
+from kgvlp.engine.schedule import lr_at, resolve_stages
 
 
 def test_without_stages_linear_warm_up_then_cosine_to_the_floor():

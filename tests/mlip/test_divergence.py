@@ -104,7 +104,8 @@ def test_with_a_locked_text_tower_the_divergence_text_is_the_online_report_vecto
     features = model.encode(make_batch(tokenizer))
 
     heads = divergence.projections.shadow
-    torch.testing.assert_close(features.extras["divergence"].text_embed, heads.text(features.text_global), rtol=0, atol=0)
+    torch.testing.assert_close(features.extras["divergence"].text_embed, heads.text(features.text_global),
+                               rtol=0, atol=0)
 
 
 def test_a_cnn_copy_runs_channels_last_and_computes_what_the_online_encoder_computes(bank_dir, tokenizer):

@@ -11,7 +11,8 @@ from kgvlp.models.features import Need
 from kgvlp.objectives import REGISTRY
 from kgvlp.objectives.base import StepContext
 from kgvlp.objectives.itm import ITMConfig, same_findings, sample_hard_negatives
-from kgvlp.objectives.text_swap import sentence_features, swap_sentences
+from kgvlp.modules.pooling import sentence_means
+from kgvlp.objectives.text_swap import swap_sentences
 from kgvlp.objectives.tkp_alignment import TKPConfig
 
 CTX = StepContext(step=5, epoch=1.0, max_steps=10)
@@ -38,7 +39,7 @@ def test_a_negated_concept_never_enters_tkp_as_a_positive(model, encoded):
     entities_with_leaf = type(entities)(**{**entities.__dict__, "vectors": vectors})
     features.extras[Need.ENTITIES.value] = entities_with_leaf
     try:
-        out = model.objectives.objectives["tkp_alignment"](features, batch, CTX)
+        out = model.objectives.objectives["tkp_alignment"](features, CTX)
         out.terms["tkp"].backward()
     finally:
         features.extras[Need.ENTITIES.value] = entities
@@ -78,7 +79,7 @@ def test_category_soft_mode_gives_identical_sets_positive_targets(bank_dir, toke
 
 def test_itm_never_draws_the_positive_or_a_same_findings_report(model, encoded):
     batch, features = encoded
-    forbidden = same_findings("entities", features, batch, threshold=1.0)
+    forbidden = same_findings("entities", features, threshold=1.0)
     similarity = features.image_embed @ features.text_embed.t()
     # make forbidden pairs the most similar, the strongest temptation
     similarity = similarity + 10.0 * forbidden
@@ -129,6 +130,6 @@ def test_sentence_features_average_each_sentences_tokens():
     tokens = torch.tensor([[[1.0], [2.0], [4.0], [8.0]]])
     index = torch.tensor([[-1, 0, 0, 1]])
 
-    means, valid = sentence_features(tokens, index, slots=3)
+    means, valid = sentence_means(tokens, index, slots=3)
 
     assert means[0, :, 0].tolist() == [3.0, 8.0, 0.0] and valid.tolist() == [[True, True, False]]

@@ -31,7 +31,7 @@ def backward_through(model, tokenizer, name):
     model.zero_grad(set_to_none=True)
     batch = make_batch(tokenizer)
     features = model.encode(batch)
-    out = model.objectives.objectives[name](features, batch, CTX)
+    out = model.objectives.objectives[name](features, CTX)
     sum(out.terms.values()).backward()
     return out
 

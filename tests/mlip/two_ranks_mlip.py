@@ -35,7 +35,7 @@ def run_steps(rows: slice, world: int, steps: int = 2, alpha: float = 0.4):
         q_image, q_text, valid = queues.view()
         divergence = DivergenceFeatures(div_image, div_text, q_image, q_text, valid)
         features = Features(image_embed=image, text_embed=text, extras={Need.DIVERGENCE.value: divergence})
-        loss = sum(objective(features, None, StepContext(step=step)).terms.values())
+        loss = sum(objective(features, StepContext(step=step)).terms.values())
         loss.backward()
         total = loss.detach().clone()
         if world > 1:

@@ -7,7 +7,8 @@ from kgvlp_tiny import make_batch
 from kgvlp.config.schema import ImageEncoderConfig, ModelConfig, TextEncoderConfig
 from kgvlp.models.vlp import VLPModel
 from kgvlp.modules.registry import SERVICES
-from kgvlp.modules.sentence_bank import SentenceBankView, masked_mean
+from kgvlp.modules.pooling import masked_mean
+from kgvlp.modules.sentence_bank import SentenceBankView
 from kgvlp.objectives import REGISTRY
 from kgvlp.objectives.base import ModelDims
 

@@ -21,7 +21,7 @@ def gradient_groups(model) -> dict[str, bool]:
 def backward_through(model, batch, name, ctx=STAGE3):
     model.zero_grad(set_to_none=True)
     features = model.encode(batch)
-    out = model.objectives.objectives[name](features, batch, ctx)
+    out = model.objectives.objectives[name](features, ctx)
     loss = sum(out.terms.values())
     loss.backward()
     return out

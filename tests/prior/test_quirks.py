@@ -90,15 +90,15 @@ def generation_case(quirks: bool):
 def test_default_matching_pairs_each_real_target_with_its_generated_prototype():
     objective, features, _, generated, targets = generation_case(False)
 
-    out = objective(features, None, CTX)
+    out = objective(features, CTX)
 
-    assert out.metrics["l1_raw"].item() == pytest.approx(0.001, abs=1e-6)
+    assert out.terms["l1"].item() == pytest.approx(0.001, abs=1e-6)
 
 
 def test_quirk_inverts_the_permutation_and_counts_padded_slots_in_the_l1():
     objective, features, _, generated, targets = generation_case(True)
 
-    out = objective(features, None, CTX)
+    out = objective(features, CTX)
 
     # code: cost over all 3 slots (padded slot = 0), pairs = generated[col_ind] (inverted)
     cost = torch.cdist(generated[0], targets[0], p=1).numpy()
@@ -106,8 +106,8 @@ def test_quirk_inverts_the_permutation_and_counts_padded_slots_in_the_l1():
     col = linear_sum_assignment(cost)[1]
     expected = (generated[0, col] - targets[0]).abs().mean()
     assert col.tolist() == [1, 2, 0]     # query q ↔ target col[q]; the right pairs are generated[argsort(col)]
-    assert out.metrics["l1_raw"].item() == pytest.approx(expected.item(), rel=1e-5)
-    assert out.metrics["l1_raw"].item() > 0.1
+    assert out.terms["l1"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.terms["l1"].item() > 0.1
 
 
 @pytest.mark.parametrize("quirks", [False, True])
@@ -115,7 +115,7 @@ def test_only_the_quirk_kl_trains_the_side_that_made_its_target(quirks):
     objective, features, sentences, _, _ = generation_case(quirks)
     objective.fixed_assignment = np.array([[2, 0, -1]])
 
-    kl = objective(features, None, CTX).terms["kl"]
+    kl = objective(features, CTX).terms["kl"]
 
     assert kl.requires_grad == quirks            # the generated side is a constant here
     if quirks:

@@ -35,7 +35,8 @@ TINY = ["model.image.name=resnet_test", "model.image.image_size=64", "model.imag
         *[f"objectives.{name}.weight=0" for name in PRIOR_OBJECTIVES],
         "data.num_workers=0", "data.batch_size=4", "trainer.log_every=1", "trainer.progress=false",
         "trainer.min_lr=0", "trainer.checkpoint_every=1", "trainer.max_steps=3", *STAGES]
-WEIGHTS = {1: {"prior_global": 1, "prior_local": 1}, 2: {"prior_global": 1, "prior_local": 1, "sentence_prototypes": 10},
+WEIGHTS = {1: {"prior_global": 1, "prior_local": 1},
+           2: {"prior_global": 1, "prior_local": 1, "sentence_prototypes": 10},
            3: {"prior_global": 10, "prior_local": 1, "sentence_prototypes": 10, "prototype_generation": 10,
                "masked_reconstruction": 1}}
 
@@ -78,7 +79,11 @@ def full_run(tmp_path_factory):
 
 
 def objective_weight(row: dict, name: str) -> float:
-    raw = sum(v for k, v in row.items() if k.startswith(f"loss/{name}/"))
+    """weighted / Σ raw terms, each raw term × its per-term weight (prototype_generation's)."""
+    from kgvlp.objectives import REGISTRY
+    cls, cfg = REGISTRY[name], REGISTRY[name].Config()
+    term_weight = {term: getattr(cfg, field) for term, field in cls.term_weights.items()}
+    raw = sum(v * term_weight.get(k.rsplit("/", 1)[1], 1.0) for k, v in row.items() if k.startswith(f"loss/{name}/"))
     return row[f"weighted/{name}"] / raw
 
 
@@ -139,3 +144,18 @@ def test_resuming_with_another_bank_size_fails_naming_both_shapes(full_run):
         trainer(run_dir, ["model.services.sentence_bank.size=8"], resume=True)
 
     assert "(16, 32)" in str(error.value) and "(8, 32)" in str(error.value)
+
+
+def test_a_staged_runs_baselines_have_its_objectives_services_and_widths():
+    from kgvlp.eval.loading import baselines
+    from kgvlp.models.build import build_model
+    cfg = load_experiment(None, TINY).config          # every objective weight 0: the stages enable them
+    trained = build_model(cfg)
+
+    for candidate in baselines(trained):
+        assert list(candidate.model.objectives.objectives) == list(trained.objectives.objectives), candidate.name
+        assert list(candidate.model.services) == list(trained.services) == ["sentence_bank"]
+        assert candidate.model.dims == trained.dims
+        assert {k: v.shape for k, v in candidate.model.state_dict().items()} == \
+            {k: v.shape for k, v in trained.state_dict().items()}
+    assert sorted(trained.objectives.objectives) == sorted(PRIOR_OBJECTIVES)

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from kgvlp.models.features import Features
-from kgvlp.models.text import sentence_means
+from kgvlp.modules.pooling import sentence_means
 from kgvlp.objectives.base import StepContext
 from kgvlp.objectives.masked_reconstruction import patchify, tokens_to_map
-from kgvlp.objectives.prior_common import clip_loss
+from kgvlp.modules.contrastive import clip_loss
 from kgvlp.objectives.prior_global import PriorGlobal, PriorGlobalConfig
 from kgvlp.objectives.prior_local import sentence_infonce, simsiam
 from kgvlp.objectives.prototype_generation import (PrototypeGeneration, PrototypeGenerationConfig,
@@ -41,7 +41,7 @@ def test_prior_global_is_clips_symmetric_cross_entropy_at_scale_100():
     image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     text = torch.tensor([[0.6, 0.8], [0.0, 1.0]])            # unit rows
 
-    loss = PriorGlobal(PriorGlobalConfig(), dims(2))(Features(image_global=image, text_global=text), None, CTX)
+    loss = PriorGlobal(PriorGlobalConfig(), dims(2))(Features(image_global=image, text_global=text), CTX)
 
     sim = [[0.6, 0.0], [0.8, 1.0]]                           # sim[i][j] = image_i · text_j
     i2t = (xent([100 * s for s in sim[0]], 0) + xent([100 * s for s in sim[1]], 1)) / 2
@@ -77,7 +77,7 @@ def test_bank_loss_is_the_mean_absolute_error_over_real_sentences():
     prototypes = torch.tensor([[[1.5, 1.0], [9.0, 9.0]]])
     view = bank_view(sentences, torch.tensor([[True, False]]), torch.eye(2), prototypes=prototypes)
 
-    out = SentencePrototypes(SentencePrototypesConfig(), dims(2))(Features(extras={"prototype_bank": view}), None, CTX)
+    out = SentencePrototypes(SentencePrototypesConfig(), dims(2))(Features(extras={"prototype_bank": view}), CTX)
 
     assert out.terms["reconstruction"].item() == pytest.approx((0.5 + 1.0) / 2)
     assert out.metrics["used"].item() == 1
@@ -113,9 +113,10 @@ def test_generation_l1_and_kl_equal_their_formulas_on_the_matched_pairs():
     generated = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(2))
     objective.generate = lambda tokens: generated
     objective.fixed_assignment = np.array([[2, 0, 1], [1, 2, -1]])
-    features = Features(image_tokens=torch.zeros(2, 4, 4), text_global=torch.randn(2, 4), extras={"prototype_bank": view})
+    features = Features(image_tokens=torch.zeros(2, 4, 4), text_global=torch.randn(2, 4),
+                        extras={"prototype_bank": view})
 
-    out = objective(features, None, CTX)
+    out = objective(features, CTX)
 
     pairs = [(0, 0, 2), (0, 1, 0), (0, 2, 1), (1, 0, 1), (1, 1, 2)]      # (report, target slot, query)
     l1 = sum((generated[b, q] - view.prototypes[b, j]).abs().mean() for b, j, q in pairs) / 5

@@ -23,7 +23,7 @@ def loss_and_grads(image, text, world=1):
     """Loss and gradients (images, texts, log scale), averaged over ranks like data parallelism."""
     image, text = image.clone().requires_grad_(True), text.clone().requires_grad_(True)
     objective = PriorGlobal(PriorGlobalConfig(temperature=0.07), DIMS)
-    loss = objective(Features(image_global=image, text_global=text), None, StepContext()).terms["global"]
+    loss = objective(Features(image_global=image, text_global=text), StepContext()).terms["global"]
     loss.backward()
     scale_grad = objective.logit_scale.log_scale.grad.clone()
     mean_loss = loss.detach().clone()
