@@ -1,6 +1,7 @@
 """Image encoders: timm ViTs and ResNet-50 returning global vector, tokens and patch weights."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import timm
@@ -47,11 +48,31 @@ def _projected(encoder: nn.Module, out: "ImageOutput") -> "ImageOutput":
                        tokens=encoder.token_projection(out.tokens), patch_weights=out.patch_weights)
 
 
+class VisiblePatches(nn.Module):
+    """Sits in timm's ``patch_drop`` slot (after the position embedding, before the blocks):
+    passes every token through, or — inside ``ViTEncoder.visible_only`` — only the prefix
+    tokens and the patches at ``keep_index`` (MAE's masked encoder), through timm's public
+    ``forward_features``. No parameters: the state dict is unchanged."""
+
+    def __init__(self, num_prefix_tokens: int):
+        super().__init__()
+        self.num_prefix_tokens = num_prefix_tokens
+        self.keep_index: Tensor | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.keep_index is None:
+            return x
+        prefix = self.num_prefix_tokens
+        index = self.keep_index[..., None].expand(-1, -1, x.shape[-1])
+        return torch.cat([x[:, :prefix], torch.gather(x[:, prefix:], 1, index)], dim=1)
+
+
 class ViTEncoder(nn.Module):
     """timm VisionTransformer; keeps the last block's CLS→patch attention (MGCA's patch weights).
 
     The attention weights are recomputed for the [CLS] row only (B×H×N values) from the last
-    block's q/k, so every block still runs fused SDPA attention.
+    block's q/k, so every block still runs fused SDPA attention. The backbone runs through
+    timm's public ``forward_intermediates`` / ``forward_features``.
     """
 
     def __init__(self, cfg: ImageEncoderConfig):
@@ -64,6 +85,18 @@ class ViTEncoder(nn.Module):
             self.backbone = timm.create_model(arch, pretrained=False, **common)
         self.width = self.token_width = self.backbone.embed_dim
         self.backbone.set_grad_checkpointing(cfg.gradient_checkpointing)
+        if not isinstance(self.backbone.patch_drop, nn.Identity):
+            raise ValueError("ViTEncoder: the timm backbone uses patch dropout, whose slot holds the masked view")
+        self.backbone.patch_drop = VisiblePatches(self.backbone.num_prefix_tokens)
+
+    @contextlib.contextmanager
+    def visible_only(self, keep_index: Tensor):
+        """Within the block, the backbone encodes only the patches at ``keep_index`` (B, V)."""
+        self.backbone.patch_drop.keep_index = keep_index
+        try:
+            yield
+        finally:
+            self.backbone.patch_drop.keep_index = None
 
     def _cls_attention(self, block, x: Tensor) -> Tensor:
         attn = block.attn
@@ -76,11 +109,10 @@ class ViTEncoder(nn.Module):
 
     def forward(self, images: Tensor) -> ImageOutput:
         vit = self.backbone
-        x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
-        for block in vit.blocks[:-1]:
-            x = block(x)
-        patch_weights = self._cls_attention(vit.blocks[-1], x)
-        x = vit.norm(vit.blocks[-1](x))
+        # The input of the last block (the output of the one before it) gives the attention.
+        x, [(before_last, prefix_tokens)] = vit.forward_intermediates(
+            images, indices=[len(vit.blocks) - 2], return_prefix_tokens=True, output_fmt="NLC")
+        patch_weights = self._cls_attention(vit.blocks[-1], torch.cat([prefix_tokens, before_last], dim=1))
         prefix = vit.num_prefix_tokens
         return _projected(self, ImageOutput(global_vector=x[:, 0], tokens=x[:, prefix:],
                                             patch_weights=patch_weights))

@@ -47,28 +47,23 @@ class MaskedViewService(Service):
         super().__init__(cfg, model)
         if not isinstance(model.image_encoder, ViTEncoder):
             raise ValueError("the masked image view (masked_reconstruction.mode: patch_mask) runs a ViT on "
-                             f"visible patches only; model.image.name={model.model_cfg.image.name!r} is a CNN: "
+                             f"visible patches only; model.image is a CNN ({type(model.image_encoder).__name__}): "
                              "use masked_reconstruction.mode: feature_dropout (PRIOR's) instead")
         if not 0.0 < cfg.mask_ratio < 1.0:
             raise ValueError(f"model.services.masked_view.mask_ratio must be in (0, 1), got {cfg.mask_ratio}")
 
     def provide(self, model, batch, features: Features) -> MaskedView:
         encoder = model.image_encoder
-        vit = encoder.backbone
-        patches = vit.patch_embed(batch.images)                       # (B, P, D)
-        batch_size, num_patches, width = patches.shape
+        images = batch.images
+        batch_size, num_patches = images.shape[0], encoder.backbone.patch_embed.num_patches
         keep = max(1, int(round(num_patches * (1 - self.cfg.mask_ratio))))
-        noise = torch.rand(batch_size, num_patches, device=patches.device)
+        noise = torch.rand(batch_size, num_patches, device=images.device)
         keep_index = noise.argsort(dim=1)[:, :keep]                   # (B, V)
-        hidden = torch.ones(batch_size, num_patches, dtype=torch.bool, device=patches.device)
+        hidden = torch.ones(batch_size, num_patches, dtype=torch.bool, device=images.device)
         hidden.scatter_(1, keep_index, False)
-        x = vit._pos_embed(patches)                                   # prefix tokens + positions
-        prefix = vit.num_prefix_tokens
-        visible = torch.gather(x[:, prefix:], 1, keep_index[..., None].expand(-1, -1, width))
-        x = vit.norm_pre(torch.cat([x[:, :prefix], visible], dim=1))
-        for block in vit.blocks:
-            x = block(x)
-        tokens = vit.norm(x)[:, prefix:]
+        with encoder.visible_only(keep_index):                        # positions, then the visible patches
+            x = encoder.backbone.forward_features(images)
+        tokens = x[:, encoder.backbone.num_prefix_tokens:]
         if getattr(encoder, "token_projection", None) is not None:
             tokens = encoder.token_projection(tokens)
         grid = int(round(num_patches ** 0.5))
