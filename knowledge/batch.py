@@ -67,7 +67,7 @@ def link_many(linker: Linker, texts: Sequence[str], processes: int = 1, cache_di
     linked ``chunksize`` at a time (``Linker.link_batch``), in ``processes`` forked workers
     that share the parent's linker when ``processes > 1``."""
     global _WORKER
-    from tqdm.auto import tqdm
+    from kgvlp.progress import counter
 
     texts = list(texts)
     keys = [cache_key(t, linker.fingerprint) for t in texts]
@@ -79,7 +79,7 @@ def link_many(linker: Linker, texts: Sequence[str], processes: int = 1, cache_di
             first.setdefault(key, text)
     todo, todo_texts = list(first), list(first.values())
     batches = [todo_texts[i:i + chunksize] for i in range(0, len(todo_texts), chunksize)]
-    bar = tqdm(total=len(todo), desc="linking", unit="report", disable=not progress or not todo)
+    bar = counter(len(todo), "linking", enabled=progress and bool(todo))
     linked: list[list[Mention]] = []
     if processes > 1 and len(batches) > 1:
         _WORKER = linker

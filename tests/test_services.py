@@ -95,6 +95,10 @@ def rows(*values: float) -> torch.Tensor:
     return torch.tensor([[v, 0.0] for v in values])
 
 
+def filled(queue) -> torch.Tensor:
+    return queue.features[: int(queue.filled)]
+
+
 def test_queue_writes_oldest_first_and_reports_only_the_filled_part():
     queue = FeatureQueue(size=5, dim=2, normalise=False)
 
@@ -103,7 +107,7 @@ def test_queue_writes_oldest_first_and_reports_only_the_filled_part():
     queue.stage(rows(3))
     queue.commit()
 
-    torch.testing.assert_close(queue.valid(), rows(1, 2, 3))
+    torch.testing.assert_close(filled(queue), rows(1, 2, 3))
     assert int(queue.pointer) == 3 and int(queue.filled) == 3
 
 
@@ -132,7 +136,7 @@ def test_queue_normalises_written_features_by_default():
     queue.stage(torch.tensor([[3.0, 4.0]]))
     queue.commit()
 
-    torch.testing.assert_close(queue.valid(), torch.tensor([[0.6, 0.8]]))
+    torch.testing.assert_close(filled(queue), torch.tensor([[0.6, 0.8]]))
 
 
 def test_queue_changes_only_on_commit_not_on_stage():
@@ -140,7 +144,7 @@ def test_queue_changes_only_on_commit_not_on_stage():
 
     queue.stage(rows(1))
 
-    assert int(queue.filled) == 0 and queue.valid().shape == (0, 2)
+    assert int(queue.filled) == 0 and filled(queue).shape == (0, 2)
 
 
 def test_queue_state_round_trips_through_state_dict():

@@ -102,9 +102,8 @@ def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 256, wo
         with open(Path(out) / "replaced.txt", "w") as listing:
             listing.write("".join(entry + "\n" for entry in result.replaced_reports))
     todo = [(row, rec, size) for row, rec in enumerate(records) if row not in writer.done]
-    from tqdm import tqdm
-    bar = tqdm(total=len(records), initial=len(records) - len(todo), disable=not progress,
-               desc=f"prepare {dataset}", unit="img")
+    from kgvlp.progress import counter
+    bar = counter(len(records), f"prepare {dataset}", initial=len(records) - len(todo), enabled=progress)
     workers = workers or min(len(os.sched_getaffinity(0)), 16)
     skipped = 0
 

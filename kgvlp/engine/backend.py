@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
@@ -18,13 +17,14 @@ from kgvlp.config.schema import Precision, TrainerConfig
 from kgvlp.files import write_text_atomic
 
 
-def pick_device(name: str, precision: str | None = None) -> torch.device:
-    """The device ``trainer.device`` names; with ``precision``, refuse (before any model or
-    data is built) a precision DeepSpeed would refuse on it after both are built."""
-    if name == "auto":
+def pick_device(name: str | torch.device | None = "auto", precision: str | None = None) -> torch.device:
+    """The device ``trainer.device`` (or eval's ``--device``) names — ``auto``/None: CUDA when
+    visible, else CPU; with ``precision``, refuse (before any model or data is built) a
+    precision DeepSpeed would refuse on it after both are built."""
+    if name is None or name == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    elif name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("trainer.device=cuda but no CUDA device is visible")
+    elif torch.device(name).type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name} requested (trainer.device / --device) but no CUDA device is visible")
     else:
         device = torch.device(name)
     if precision is not None and precision not in supported_precisions(device):
@@ -166,12 +166,6 @@ def make_safe_checkpoint_engine():
 
     _allow_deepspeed_checkpoint_types()
     return SafeCheckpointEngine()
-
-
-@dataclass
-class CheckpointInfo:
-    path: Path
-    step: int
 
 
 class DeepSpeedBackend:

@@ -5,8 +5,9 @@ import json
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn
+
+from kgvlp import progress
 
 
 class MetricsLogger:
@@ -40,10 +41,5 @@ class MetricsLogger:
 
 
 def progress_bar(enabled: bool) -> Progress:
-    import sys
-    # Piped output (CI, nohup) gets a wide line instead of rich's 80 columns, so the loss
-    # terms and pairs/s stay readable.
-    width = None if sys.stderr.isatty() else 180
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                    console=Console(stderr=True, width=width), disable=not enabled, transient=False)
+    """The training bar: the shared bar plus a status column (loss terms, pairs/s)."""
+    return progress.bar(enabled, False, TextColumn("{task.fields[status]}"))

@@ -58,7 +58,7 @@ def evaluate(model, data, tasks=None, suite: str | None = "default", out_dir="ev
     ``tasks`` (names from TASKS) overrides ``suite``. Returns one TaskResult per task and
     writes JSON, Markdown and plots under ``out_dir``.
     """
-    from kgvlp.eval.features import pick_device
+    from kgvlp.engine.backend import pick_device
     task_names = _task_list(tasks, suite)
     found, config = candidates(model, with_baselines=baselines)
     image_size = found[0].model.model_cfg.image.image_size

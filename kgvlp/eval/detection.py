@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from kgvlp.progress import track
 
 from kgvlp.eval.features import loader
 from kgvlp.eval.metrics import mean_average_precision
@@ -71,7 +71,7 @@ def train_detector(encoder: nn.Module, train, test, num_classes: int, image_size
     torch.manual_seed(seed)
     detector = build_detector(encoder, num_classes, image_size, in_chans, cfg.finetune).to(device)
     optimizer = torch.optim.AdamW([p for p in detector.parameters() if p.requires_grad], lr=cfg.lr)
-    for _ in tqdm(range(cfg.epochs), desc="detection", leave=False, disable=not progress):
+    for _ in track(range(cfg.epochs), "detection", enabled=progress):
         detector.train()
         for samples in loader(train, cfg.batch_size, shuffle=True, seed=seed):
             images = [s.image.to(device) for s in samples]

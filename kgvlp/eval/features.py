@@ -10,17 +10,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from kgvlp.progress import track
 
 from kgvlp.data.text import split_sentences, tokenize_reports
 from kgvlp.eval.data import EvalSample, collate_samples
 from kgvlp.models.vlp import VLPModel
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass
@@ -48,7 +42,7 @@ def image_features(model: VLPModel, dataset, device: torch.device, batch_size: i
                    keep_tokens: bool = False, desc: str = "features", progress: bool = True) -> ImageFeatures:
     model.eval().to(device)
     globals_, embeds, labels, tokens = [], [], [], []
-    for samples in tqdm(loader(dataset, batch_size), desc=desc, leave=False, disable=not progress):
+    for samples in track(loader(dataset, batch_size), desc, enabled=progress):
         images = torch.stack([s.image for s in samples]).to(device)
         out = model.image_encoder(images)
         globals_.append(out.global_vector.float().cpu())
@@ -73,7 +67,7 @@ def text_embeddings(model: VLPModel, reports: list[list[str]], device: torch.dev
     model.eval().to(device)
     tokenizer = tokenizer or text_tokenizer(model)
     out = []
-    for start in tqdm(range(0, len(reports), batch_size), desc="text", leave=False, disable=not progress):
+    for start in track(range(0, len(reports), batch_size), "text", enabled=progress):
         text = tokenize_reports(tokenizer, reports[start:start + batch_size], model.model_cfg.text.max_length)
         encoded = model.text_encoder(text.input_ids.to(device), text.attention_mask.to(device))
         out.append(model.projections.text(encoded.global_vector).float().cpu())

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
-from tqdm.auto import tqdm
+from kgvlp.progress import track
 
 from kgvlp.eval.data import EvalSample
 from kgvlp.eval.features import loader
@@ -131,7 +131,7 @@ def train_segmenter(encoder: nn.Module, train, test, num_classes: int, image_siz
     model = Segmenter(encoder, num_classes, image_size, in_chans, cfg.finetune).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    for _ in tqdm(range(cfg.epochs), desc="segmentation", leave=False, disable=not progress):
+    for _ in track(range(cfg.epochs), "segmentation", enabled=progress):
         model.train()
         for samples in loader(train, cfg.batch_size, shuffle=True, seed=seed):
             images = torch.stack([s.image for s in samples]).to(device)

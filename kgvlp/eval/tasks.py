@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from kgvlp.progress import track
 
 from kgvlp.eval.data import EvalView, capabilities, label_fraction
 from kgvlp.eval.detection import DetConfig, train_detector
@@ -59,7 +59,7 @@ class EvalContext:
     def runs(self, desc: str):
         """(candidate, fraction, seed) triples with a progress bar."""
         triples = [(c, f, s) for c in self.candidates for f in self.fractions for s in self.seeds]
-        return tqdm(triples, desc=desc, disable=not self.progress)
+        return track(triples, desc, enabled=self.progress, transient=False)
 
 
 def _image_size(ctx: EvalContext) -> int:
@@ -98,7 +98,7 @@ def run_zero_shot(ctx: EvalContext) -> TaskResult:
     if skipped:
         return skipped
     result = TaskResult("zero_shot", ctx.data_name, metric)
-    for candidate in tqdm(ctx.candidates, desc="zero-shot", disable=not ctx.progress):
+    for candidate in track(ctx.candidates, "zero-shot", enabled=ctx.progress, transient=False):
         embed = lambda reports, m=candidate.model: text_embeddings(m, reports, ctx.device, progress=False)  # noqa: E731
         positive = zs.class_embeddings(embed, ctx.label_names, zs.POSITIVE_TEMPLATES)
         negative = zs.class_embeddings(embed, ctx.label_names, zs.NEGATED_TEMPLATES) if ctx.negated_prompts else None
@@ -119,7 +119,7 @@ def run_retrieval(ctx: EvalContext) -> TaskResult:
     reports = [test_split[i].sentences for i in range(len(test_split))]
     positives = zs.report_positives(reports)
     result = TaskResult("retrieval", ctx.data_name, "i2t_R@1")
-    for candidate in tqdm(ctx.candidates, desc="retrieval", disable=not ctx.progress):
+    for candidate in track(ctx.candidates, "retrieval", enabled=ctx.progress, transient=False):
         text = text_embeddings(candidate.model, reports, ctx.device, progress=False)
         metrics = zs.retrieval_metrics(ctx.features(candidate, "test").embed, text, positives)
         result.rows.append({"model": candidate.name, **metrics})
@@ -137,7 +137,7 @@ def run_grounding(ctx: EvalContext) -> TaskResult:
                           "(its word→patch attention is what is measured)")
     result = TaskResult("grounding", ctx.data_name, "pointing_game")
     test = ctx.splits["test"]
-    for candidate in tqdm(ctx.candidates, desc="grounding", disable=not ctx.progress):
+    for candidate in track(ctx.candidates, "grounding", enabled=ctx.progress, transient=False):
         metrics, maps = pointing_game(candidate.model, test, ctx.device, progress=ctx.progress)
         result.rows.append({"model": candidate.name, **metrics})
         if maps:

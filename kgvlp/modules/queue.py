@@ -41,7 +41,3 @@ class FeatureQueue(nn.Module):
         self.pointer.copy_((self.pointer + new.shape[0]) % size)
         self.filled.copy_(torch.clamp(self.filled + new.shape[0], max=size))
         self._pending = None
-
-    def valid(self) -> Tensor:
-        """The filled part of the queue, (n, dim)."""
-        return self.features[: int(self.filled)] if int(self.filled) < self.features.shape[0] else self.features

@@ -102,8 +102,8 @@ def generate_synthcxr(out: str | os.PathLike, n: int, seed: int = 0, size: int =
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="img", mininterval=1.0)
+    from kgvlp.progress import counter
+    return counter(total, desc, enabled=enabled)
 
 
 def synthcxr_folder(cache_dir: str | os.PathLike, n: int, seed: int, size: int) -> Path:
