@@ -31,7 +31,6 @@ setup(
         "segmentation-models-pytorch>=0.3",  # UNet decoder (kgvlp eval segmentation)
         "safetensors>=0.4",
         "rich>=13",
-        "tqdm",
         "tensorboard>=2.14",
         "matplotlib>=3.7",
         "scikit-learn>=1.3",
@@ -41,7 +40,9 @@ setup(
         "scipy>=1.10",   # kgvlp.data.synth rendering
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6"],
+        "test": ["pytest>=8", "hypothesis>=6",
+                 "ruff>=0.6,<0.18",            # lint in .ci/run and pre-commit (ruff.toml)
+                 "import-linter>=2.1,<3"],     # layer contracts (.importlinter)
         "slurm": ["submitit>=1.5"],
         "ray": ["ray[default]>=2.9"],
     },

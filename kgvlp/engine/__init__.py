@@ -1,0 +1,1 @@
+"""The engine: the training loop, its schedule, DeepSpeed backend, checkpoints and logs."""

@@ -1,0 +1,1 @@
+"""Encoders, the features they give objectives, and the VLPModel (``build_model``)."""
