@@ -37,7 +37,7 @@ def build(path, overrides):
     from kgvlp.models.text import load_tokenizer
 
     cfg = load_experiment(path, overrides + ENTITY_DATA).config
-    device = pick_device(cfg.trainer.device)
+    device = pick_device(cfg.trainer.device, cfg.trainer.precision)
     init_distributed(device)
     torch.manual_seed(0)
     model = build_model(cfg)

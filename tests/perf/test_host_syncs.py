@@ -4,14 +4,14 @@ makes none of the calls that would make the host wait for a GPU (kgvlp/perf/sync
 Logging is outside the step: the trainer reads the logged values once per log window."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from kgvlp.config import load_experiment
-from kgvlp.models.vlp import VLPModel
-from kgvlp.objectives import REGISTRY
-from kgvlp.objectives.base import StepContext
-from kgvlp.objectives.objective_set import resolve_stages, stage_at
+from kgvlp.engine.schedule import Schedule
+from kgvlp.models.build import build_model
 from kgvlp.perf.syncs import count_syncs
 from kgvlp_tiny import make_batch
 from mlip import helpers as mlip
@@ -34,13 +34,13 @@ def stack(name: str, bank_dir=None, stage_index: int = -1, epoch: float | None =
         overrides += [f"data.knowledge_embeddings={bank_dir / 'embeddings'}",
                       f"data.knowledge_graph={bank_dir / 'graph.json'}"]
     cfg = load_experiment(f"configs/experiments/{name}.yaml", overrides).config
-    stages = resolve_stages(cfg.trainer.stages, 10)
+    schedule = Schedule.from_config(cfg, steps_per_epoch=10)
     torch.manual_seed(0)
-    model = VLPModel(cfg.model, cfg.objectives, REGISTRY, stages)
+    model = build_model(cfg)
+    stages = schedule.stages
     step = stages[stage_index].start + 1 if stages else 20   # MGCA: after CPA's frozen first epoch
-    stage = stage_at(stages, step)
-    return model, StepContext(step=step, epoch=step / 10 if epoch is None else epoch, steps_per_epoch=10,
-                              max_steps=step + 10, stage=stage.name if stage else "")
+    ctx = schedule.at(step)                                  # the stage's weights, as in training
+    return model, dataclasses.replace(ctx, epoch=ctx.epoch if epoch is None else epoch, max_steps=step + 10)
 
 
 def one_step(model, batch, ctx):
