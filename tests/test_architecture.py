@@ -1,5 +1,5 @@
 """The layer rules of DESIGN.md hold: import-linter's contracts (.importlinter) are kept
-and ruff finds nothing (the same checks .ci/run and pre-commit make)."""
+(the check .ci/run and pre-commit make before the tests, beside ``ruff check .``)."""
 from __future__ import annotations
 
 import os
@@ -31,8 +31,3 @@ def test_every_layer_contract_is_kept():
 def test_the_contracts_name_the_design_rules(contract):
     assert contract in (ROOT / ".importlinter").read_text()
 
-
-def test_ruff_finds_nothing():
-    result = run(sys.executable, "-m", "ruff", "check", ".")
-
-    assert result.returncode == 0, result.stdout[-3000:]

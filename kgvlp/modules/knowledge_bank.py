@@ -176,7 +176,6 @@ def kmeans_categories(vectors: np.ndarray, is_category: np.ndarray, k: int, iter
 class KnowledgeBank(Service):
     Config = KnowledgeBankConfig
     provides = Need.ENTITIES
-    requires = frozenset()
 
     def __init__(self, cfg: KnowledgeBankConfig, model: nn.Module):
         super().__init__(cfg, model)

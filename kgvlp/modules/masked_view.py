@@ -41,7 +41,6 @@ class MaskedView:
 class MaskedViewService(Service):
     Config = MaskedViewConfig
     provides = Need.MASKED_IMAGE
-    requires = frozenset()
 
     def __init__(self, cfg: MaskedViewConfig, model: nn.Module):
         super().__init__(cfg, model)
