@@ -194,7 +194,7 @@ def draw_finding(rng, anat: Anatomy, inst: Instance, density: np.ndarray) -> np.
         x0, y0 = _random_point(rng, ndimage.binary_erosion(region, iterations=3) if region.sum() > 200 else region, anat)
         r = float(inst.size.split()[0]) * CM / 2
         angle = np.arctan2(Y - y0, X - x0)
-        lobulation = 1 + (0.12 if f == "mass" else 0.04) * np.sin(3 * angle + rng.uniform(0, 6.3)) 
+        lobulation = 1 + (0.12 if f == "mass" else 0.04) * np.sin(3 * angle + rng.uniform(0, 6.3))
         d = np.hypot(X - x0, Y - y0) / (r * lobulation)
         mask = d < 1
         density += (0.2 if f == "nodule" else 0.3) * np.sqrt(np.clip(1 - d ** 2, 0, 1))

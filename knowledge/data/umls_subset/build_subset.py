@@ -241,7 +241,7 @@ LOC_NAMES = {
     "loc pleural": "pleura", "loc rib": "rib", "loc superior cave vein": "superior vena cava",
     "loc supraspisnous": "supraspinatus", "loc tracheal": "trachea", "loc pectoral": "pectoral region",
     "loc peribronchi": "peribronchial", "loc intersomatic space": "intervertebral disc space",
-    "loc column": "spine", "loc lung field": "lung field", "loc central": "central",
+    "loc lung field": "lung field", "loc central": "central",
     "loc basal": "basal", "loc apical": "apical", "loc coronary": "coronary",
     "loc subsegmental": "subsegmental", "loc bilateral": "bilateral", "loc left": "left",
     "loc right": "right", "loc costophrenic angle": "costophrenic angle",
