@@ -194,7 +194,9 @@ class Trainer:
         rows = window.rows
         if not rows:
             return {}
-        keys = list(rows[0][1].keys())
+        # The keys every step logged: an objective skipped at some steps of the window (weight
+        # 0 in its stage) logs only its weighted 0 there, so its raw terms wait for a full window.
+        keys = [key for key in rows[0][1] if all(key in logs for _, logs in rows)]
         values = torch.stack([torch.stack([logs[k].float() for k in keys]) for _, logs in rows])
         if self.world > 1:  # log the mean over ranks (each rank's terms cover its own rows)
             torch.distributed.all_reduce(values)

@@ -18,7 +18,7 @@ from kgvlp.models.text import TextEncoder, merge_words
 from kgvlp.modules.heads import SharedProjections
 from kgvlp.modules.pooling import sentence_means
 from kgvlp.modules.registry import SERVICES, service_for
-from kgvlp.objectives.objective_set import ObjectiveSet, enabled_objectives
+from kgvlp.objectives.objective_set import ObjectiveSet, enabled_objectives, zero_gradient
 
 # Needs that imply others (the projections read the backbone vectors, etc.).
 IMPLIED = {
@@ -191,7 +191,24 @@ class VLPModel(nn.Module):
         return features
 
     def forward(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.objectives(self.encode(batch), ctx)
+        """Only the objectives active at this step run, on only the features they read: a
+        service no active objective needs is skipped too (its parameters get zero gradients,
+        as the objectives' do)."""
+        active = self.objectives.active(ctx)
+        if len(active) == len(self.objectives.objectives):
+            return self.objectives(self.encode(batch), ctx, active)
+        needs = self.needs_of(self.objectives.requires_of(active))
+        loss, logs = self.objectives(self.encode(batch, needs), ctx, active)
+        idle = [service for service in self.services.values() if service.provides not in needs]
+        return loss + zero_gradient(*idle).to(loss.device), logs
+
+    def needs_of(self, objective_needs: frozenset[Need]) -> frozenset[Need]:
+        """``objective_needs`` with what the services providing them read in turn."""
+        needs = close_needs(objective_needs)
+        for service in reversed(list(self.services.values())):   # each after its sources
+            if service.provides in needs:
+                needs = close_needs(needs | service.requires)
+        return needs
 
     @torch.no_grad()
     def after_step(self, ctx: StepContext) -> None:

@@ -12,6 +12,20 @@ from kgvlp.models.features import Features, Need
 from kgvlp.objectives.base import ModelDims, Objective, ObjectiveConfig
 
 
+def zero_gradient(*modules: nn.Module) -> Tensor:
+    """0 × Σ of the trainable parameters of ``modules``: added to the loss of a step that
+    skips them, it gives each the zero gradient that a term computed × 0 gave, so every rank
+    reduces the same parameters and the optimizer sees what it saw before (zeros, not None)."""
+    anchors = [0.0 * p.sum() for module in modules for p in module.parameters() if p.requires_grad]
+    return torch.stack(anchors).sum() if anchors else torch.zeros(())
+
+
+def partitioned(module: nn.Module) -> bool:
+    """Whether ZeRO-3 partitions the parameters (each is gathered only inside its module's
+    forward, so a skipped module's parameters cannot be touched outside it)."""
+    return any(hasattr(p, "ds_id") for p in module.parameters())
+
+
 def enabled_objectives(configs: dict[str, ObjectiveConfig],
                        stage_weights: Iterable[Mapping[str, float]] = ()) -> list[str]:
     """Names of the objectives with weight > 0 in the config or in some stage's weights."""
@@ -42,6 +56,18 @@ class ObjectiveSet(nn.Module):
         """The step's weight from the engine's schedule (``ctx.weights``), else the config's."""
         return ctx.weights[name] if ctx.weights is not None else self.configs[name].weight
 
+    def active(self, ctx: StepContext) -> list[str]:
+        """The objectives computed this step. In training (the engine's ``ctx.weights``) those
+        of weight ≠ 0: the weight is a function of the step, so every rank skips the same ones.
+        Without a schedule (tests, feature extraction) and under ZeRO-3, all of them."""
+        if ctx.weights is None or partitioned(self):
+            return list(self.objectives)
+        return [name for name in self.objectives if self.weight(name, ctx) != 0]
+
+    def requires_of(self, names: Iterable[str]) -> frozenset[Need]:
+        """The features the objectives ``names`` read."""
+        return frozenset().union(*(self.objectives[name].requires for name in names))
+
     @staticmethod
     def objective_loss(objective: Objective, terms: dict[str, Tensor]) -> Tensor:
         """Σ terms, each times its per-term weight (``Objective.term_weights``) if it has one."""
@@ -49,16 +75,22 @@ class ObjectiveSet(nn.Module):
         return sum(getattr(objective.cfg, fields[term]) * value if term in fields else value
                    for term, value in terms.items())
 
-    def forward(self, features: Features, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, features: Features, ctx: StepContext,
+                active: list[str] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Weighted total and logs: ``loss/<objective>/<term>`` raw, ``weighted/<objective>``.
 
-        An objective whose scheduled weight is 0 right now is still computed (× 0): every
-        parameter then gets a gradient on every step, which keeps ZeRO's reductions
-        identical on all ranks; the raw terms stay visible in the logs.
+        An objective left out of ``active`` (default ``self.active(ctx)``: weight 0 at this
+        step of training) is not computed: it logs only ``weighted/<objective>`` = 0, and
+        ``zero_gradient`` gives its parameters the zero gradients a term computed × 0 gave.
         """
+        active = self.active(ctx) if active is None else active
         total = torch.zeros((), device=features.device)
         logs: dict[str, Tensor] = {}
         for name, objective in self.objectives.items():
+            if name not in active:
+                total = total + zero_gradient(objective).to(total.device)
+                logs[f"weighted/{name}"] = total.new_zeros(())
+                continue
             out = objective(features, ctx)
             objective_loss = self.objective_loss(objective, out.terms)
             weight = self.weight(name, ctx)

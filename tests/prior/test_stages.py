@@ -94,7 +94,10 @@ def test_stages_switch_at_their_steps_with_their_weights_and_peak_lrs(full_run):
     assert sorted(rows) == [1, 2, 3]
     for step, row in rows.items():
         for name in PRIOR_OBJECTIVES:
-            assert objective_weight(row, name) == pytest.approx(WEIGHTS[step].get(name, 0.0), rel=1e-4), (step, name)
+            if name in WEIGHTS[step]:
+                assert objective_weight(row, name) == pytest.approx(WEIGHTS[step][name], rel=1e-4), (step, name)
+            else:   # weight 0 in this stage: not computed, only its weighted 0 is logged
+                assert row[f"weighted/{name}"] == 0 and not any(k.startswith(f"loss/{name}/") for k in row)
         assert row["lr"] == pytest.approx(peaks[step])
 
 
