@@ -200,7 +200,7 @@ class VLPModel(nn.Module):
         needs = self.needs_of(self.objectives.requires_of(active))
         loss, logs = self.objectives(self.encode(batch, needs), ctx, active)
         idle = [service for service in self.services.values() if service.provides not in needs]
-        return loss + zero_gradient(*idle).to(loss.device), logs
+        return loss + zero_gradient(*idle, device=loss.device), logs
 
     def needs_of(self, objective_needs: frozenset[Need]) -> frozenset[Need]:
         """``objective_needs`` with what the services providing them read in turn."""

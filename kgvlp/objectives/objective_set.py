@@ -12,12 +12,12 @@ from kgvlp.models.features import Features, Need
 from kgvlp.objectives.base import ModelDims, Objective, ObjectiveConfig
 
 
-def zero_gradient(*modules: nn.Module) -> Tensor:
+def zero_gradient(*modules: nn.Module, device: torch.device) -> Tensor:
     """0 × Σ of the trainable parameters of ``modules``: added to the loss of a step that
     skips them, it gives each the zero gradient that a term computed × 0 gave, so every rank
     reduces the same parameters and the optimizer sees what it saw before (zeros, not None)."""
     anchors = [0.0 * p.sum() for module in modules for p in module.parameters() if p.requires_grad]
-    return torch.stack(anchors).sum() if anchors else torch.zeros(())
+    return torch.stack(anchors).sum() if anchors else torch.zeros((), device=device)
 
 
 def partitioned(module: nn.Module) -> bool:
@@ -88,7 +88,7 @@ class ObjectiveSet(nn.Module):
         logs: dict[str, Tensor] = {}
         for name, objective in self.objectives.items():
             if name not in active:
-                total = total + zero_gradient(objective).to(total.device)
+                total = total + zero_gradient(objective, device=total.device)
                 logs[f"weighted/{name}"] = total.new_zeros(())
                 continue
             out = objective(features, ctx)
