@@ -54,9 +54,10 @@ class TextEncoderConfig:
     # PRIOR: Linear width→N on every token state (its local text projection, 768→768);
     # sentence features are then means of projected tokens. None = no projection.
     projection_dim: Optional[int] = None
-    # Report vector: cls ([CLS] state) | sentence_attention (PRIOR: 8-head attention pool
-    # over the sentence features, query = their mean, no position embedding).
-    global_pool: Literal["cls", "sentence_attention"] = "cls"
+    # Report vector: cls ([CLS] state) | mean (mean of the real tokens' states, the pooling
+    # sentence-transformers' MiniLM was trained with) | sentence_attention (PRIOR: 8-head
+    # attention pool over the sentence features, query = their mean, no position embedding).
+    global_pool: Literal["cls", "mean", "sentence_attention"] = "cls"
     sentence_slots: int = 32          # sentences per report kept in sentence features (PRIOR: 32)
 
 

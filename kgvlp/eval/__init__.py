@@ -18,7 +18,7 @@ from kgvlp.eval.linear_probe import ProbeConfig
 from kgvlp.eval.loading import CheckpointError, candidates, load_trained
 from kgvlp.eval.report import TaskResult, markdown, write
 from kgvlp.eval.segmentation import SegConfig
-from kgvlp.eval.tasks import SUITES, TASKS, EvalContext
+from kgvlp.eval.tasks import SUITES, TASKS, TEXT_ONLY_TASKS, EvalContext
 
 __all__ = ["evaluate", "run_suite", "run_suite_for_run", "TASKS", "SUITES", "TaskResult", "EvalContext", "ProbeConfig",
            "SegConfig", "DetConfig", "CheckpointError", "EvalDataError"]
@@ -62,7 +62,10 @@ def evaluate(model, data, tasks=None, suite: str | None = "default", out_dir="ev
     task_names = _task_list(tasks, suite)
     found, config = candidates(model, with_baselines=baselines)
     image_size = found[0].model.model_cfg.image.image_size
-    splits = load_splits(data, image_size, **{**_synth_kwargs(data, config), **(data_kwargs or {})})
+    if set(task_names) <= TEXT_ONLY_TASKS:  # text-only tasks read no image dataset
+        splits = {}
+    else:
+        splits = load_splits(data, image_size, **{**_synth_kwargs(data, config), **(data_kwargs or {})})
     out = Path(out_dir)
     if data_name is None:
         data_name = data if isinstance(data, str) else getattr(data, "dataset", "dataset")

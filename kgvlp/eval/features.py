@@ -62,15 +62,17 @@ def text_tokenizer(model: VLPModel):
 
 @torch.no_grad()
 def text_embeddings(model: VLPModel, reports: list[list[str]], device: torch.device,
-                    batch_size: int = 64, tokenizer=None, progress: bool = True) -> Tensor:
-    """Shared-space (128-d) embeddings of reports given as cleaned sentence lists: (N, 128)."""
+                    batch_size: int = 64, tokenizer=None, progress: bool = True, head: bool = True) -> Tensor:
+    """Shared-space (128-d) embeddings of reports given as cleaned sentence lists: (N, 128);
+    ``head=False``: the text tower's report vector before the text head."""
     model.eval().to(device)
     tokenizer = tokenizer or text_tokenizer(model)
     out = []
     for start in track(range(0, len(reports), batch_size), "text", enabled=progress):
         text = tokenize_reports(tokenizer, reports[start:start + batch_size], model.model_cfg.text.max_length)
         encoded = model.text_encoder(text.input_ids.to(device), text.attention_mask.to(device))
-        out.append(model.projections.text(encoded.global_vector).float().cpu())
+        vector = model.projections.text(encoded.global_vector) if head else encoded.global_vector
+        out.append(vector.float().cpu())
     return torch.cat(out)
 
 

@@ -159,6 +159,26 @@ def run_tsne(ctx: EvalContext) -> TaskResult:
     return result
 
 
+def run_text_findings(ctx: EvalContext) -> TaskResult:
+    """Real-report text side: the blind set's IU sentences scored from text alone (text_findings)."""
+    from kgvlp.eval import text_findings as tf
+    data = tf.load_text_finding_set()
+    result = TaskResult("text_findings", "iu_blind_set", "auroc")
+    for candidate in ctx.candidates:
+        for space, head in (("encoder", False), ("shared", True)):
+            if head and not has_projections(candidate.model):
+                continue
+            embed = lambda texts, m=candidate.model, h=head: tf.embed_texts(m, texts, ctx.device, head=h)  # noqa: E731
+            scores = tf.finding_scores(embed, data.sentences, data.finding_names)
+            result.rows.append({"model": candidate.name, "space": space, **tf.text_finding_metrics(scores, data)})
+    result.notes.append(
+        f"{len(data.sentences)} IU report sentences of the blind set; score = cos(text, "
+        f"{tf.POSITIVE_TEMPLATE.format('X')!r}) − cos(text, {tf.NEGATED_TEMPLATE.format('X')!r}); AUROC of "
+        f"present vs the rest (uncertain left out), macro over findings with ≥ {tf.MIN_POSITIVES} present; "
+        "space encoder = text tower's report vector, shared = after the text head.")
+    return result
+
+
 def _dense_task(ctx: EvalContext, task: str, metric: str, needs: str, train_fn, cfg) -> TaskResult:
     caps = capabilities(ctx.splits["train"])
     if not getattr(caps, needs):
@@ -190,9 +210,12 @@ TASKS = {
     "segmentation": run_segmentation,
     "detection": run_detection,
     "tsne": run_tsne,
+    "text_findings": run_text_findings,
 }
+TEXT_ONLY_TASKS = frozenset({"text_findings"})  # need no image dataset
 SUITES = {
     "default": ("linear_probe", "zero_shot", "retrieval", "grounding", "tsne"),
     "full": tuple(TASKS),
     "probe": ("linear_probe",),
+    "text": ("text_findings",),
 }

@@ -59,6 +59,9 @@ def impossible_formats(model, image_cfg) -> dict[str, str]:
         why["open_clip"] = ("model.image.resnet_global_pool=attention: kgvlp's attention pool "
                             "(timm AttentionPool2d, width-preserving, then the MLP head) has no "
                             "open_clip timm-tower equivalent")
+    if has_heads and getattr(model.text_encoder, "mean_pool", False):
+        why["open_clip"] = ("model.text.global_pool=mean: the open_clip text tower is written with "
+                            "a [CLS] pooler (kgvlp/export/heads.py); mean pooling is not mapped")
     if image_cfg.name not in VIT_ARCHS and image_cfg.name not in CNN_ARCHS:
         why["timm"] = f"image encoder {image_cfg.name!r} is not a timm model"
     return why

@@ -68,8 +68,9 @@ class TextEncoder(nn.Module):
             self.token_projection = nn.Linear(self.width, cfg.projection_dim)
             nn.init.normal_(self.token_projection.weight, std=self.width ** -0.5)  # PRIOR's init
             self.width = cfg.projection_dim
-        if cfg.global_pool not in ("cls", "sentence_attention"):
-            raise ValueError(f"model.text.global_pool: expected cls|sentence_attention, got {cfg.global_pool!r}")
+        if cfg.global_pool not in ("cls", "mean", "sentence_attention"):
+            raise ValueError(f"model.text.global_pool: expected cls|mean|sentence_attention, got {cfg.global_pool!r}")
+        self.mean_pool = cfg.global_pool == "mean"
         self.sentence_pool = SentenceAttentionPool(self.width) if cfg.global_pool == "sentence_attention" else None
 
     def _freeze(self, frozen_layers: int) -> None:
@@ -113,6 +114,9 @@ class TextEncoder(nn.Module):
         if self.token_projection is not None:
             tokens = self.token_projection(tokens)
         global_vector, sentences, sentence_mask = tokens[:, 0], None, None
+        if self.mean_pool:  # sentence-transformers' pooling: mean over real tokens, [CLS]/[SEP] included
+            weights = attention_mask.to(tokens.dtype)[..., None]
+            global_vector = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         if self.sentence_pool is not None:
             if sentence_index is None:
                 sentence_index = single_sentence_index(attention_mask)
