@@ -17,7 +17,7 @@ ImageEncoderName = Literal["vit_test", "vit_tiny_patch16", "vit_small_patch16", 
 DatasetName = Literal["synthcxr", "mimic_cxr", "iu_xray", "chexpert", "rsna_pneumonia", "covidx",
                       "siim_acr", "object_cxr"]
 Precision = Literal["fp32", "bf16", "bf16-weights", "fp16"]
-EvalSuite = Literal["default", "full", "probe"]                # kgvlp/eval/tasks.py SUITES
+EvalSuite = Literal["default", "full", "probe", "text"]                # kgvlp/eval/tasks.py SUITES
 
 
 @dataclass

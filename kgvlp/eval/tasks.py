@@ -170,7 +170,8 @@ def run_text_findings(ctx: EvalContext) -> TaskResult:
                 continue
             embed = lambda texts, m=candidate.model, h=head: tf.embed_texts(m, texts, ctx.device, head=h)  # noqa: E731
             scores = tf.finding_scores(embed, data.sentences, data.finding_names)
-            result.rows.append({"model": candidate.name, "space": space, **tf.text_finding_metrics(scores, data)})
+            # one table row per model and space (the table groups rows by "model")
+            result.rows.append({"model": f"{candidate.name}/{space}", **tf.text_finding_metrics(scores, data)})
     result.notes.append(
         f"{len(data.sentences)} IU report sentences of the blind set; score = cos(text, "
         f"{tf.POSITIVE_TEMPLATE.format('X')!r}) − cos(text, {tf.NEGATED_TEMPLATE.format('X')!r}); AUROC of "

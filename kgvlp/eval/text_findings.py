@@ -86,7 +86,7 @@ def text_finding_metrics(scores: Tensor, data: TextFindingSet, min_positives: in
     present = data.present
     detect, per_detect = _macro(scores, present.clamp(min=0), present >= 0, min_positives, 1)
     negation, _ = _macro(scores, present.clamp(min=0), (present == 1) | data.negated, min_positives, MIN_NEGATED)
-    return {"auroc": detect, "negation_auroc": negation, "findings": len(per_detect),
+    return {"auroc": detect, "negation_auroc": negation, "classes_scored": len(per_detect),
             **{f"auroc/{data.finding_names[k]}": v for k, v in per_detect.items()}}
 
 

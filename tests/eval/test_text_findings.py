@@ -35,7 +35,7 @@ def test_a_text_side_that_reads_negation_scores_auroc_one():
 
     assert effusion[0] > effusion[2] > effusion[1]  # asserted > unrelated > negated
     metrics = tf.text_finding_metrics(scores, data, min_positives=1)
-    assert metrics["auroc"] == 1.0 and metrics["findings"] == 2
+    assert metrics["auroc"] == 1.0 and metrics["classes_scored"] == 2
 
 
 def test_uncertain_sentences_are_left_out_not_counted_as_negatives():
@@ -63,7 +63,7 @@ def test_text_findings_runs_as_an_eval_task_without_an_image_dataset(tiny_model,
     # data=None: a text-only task must not try to load an image dataset
     result, = evaluate(tiny_model, None, tasks=["text_findings"], out_dir=tmp_path, progress=False)
 
-    spaces = {(r["model"], r["space"]) for r in result.rows}
-    assert spaces == {(m, s) for m in ("trained", "random", "start") for s in ("encoder", "shared")}
-    assert all(0.0 <= r["auroc"] <= 1.0 and r["findings"] >= 10 for r in result.rows)
+    assert {r["model"] for r in result.rows} == {f"{m}/{s}" for m in ("trained", "random", "start")
+                                                  for s in ("encoder", "shared")}
+    assert all(0.0 <= r["auroc"] <= 1.0 and r["classes_scored"] >= 10 for r in result.rows)
     assert (tmp_path / "text_findings.json").is_file()
