@@ -70,7 +70,7 @@ class PretrainDataset(Dataset):
     def attach_entities(self, progress: bool = True) -> None:
         """Link every report to knowledge-bank rows once (cfg.entities; kgvlp.data.entities)."""
         from kgvlp.data.entities import build_report_entities
-        from kgvlp.modules.knowledge_bank import ConceptIndex, knowledge_paths
+        from knowledge.bank_files import ConceptIndex, knowledge_paths
         graph, embeddings = knowledge_paths(self.cfg.knowledge_graph, self.cfg.knowledge_embeddings,
                                             self.cfg.cache_dir)
         metas = [self.cache.meta[r] for r in self.rows]
