@@ -29,7 +29,11 @@ def failing_compilers(tmp_path) -> Path:
 def test_cpu_training_reaches_its_steps_without_a_compiler(tmp_path, failing_compilers):
     extensions = tmp_path / "torch_extensions"
     extensions.mkdir()
-    env = dict(os.environ, PATH=f"{failing_compilers}{os.pathsep}{os.environ['PATH']}", CC="gcc", CXX="c++",
+    # A fresh launch: no rendezvous variables inherited from this pytest process, whose own
+    # in-process training runs left MASTER_PORT set to a port its process group still holds.
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env = dict(inherited, PATH=f"{failing_compilers}{os.pathsep}{os.environ['PATH']}", CC="gcc", CXX="c++",
                TORCH_EXTENSIONS_DIR=str(extensions), DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="")
 
     done = subprocess.run([sys.executable, str(HERE / "no_compiler_train.py"), str(tmp_path / "runs")],

@@ -96,7 +96,7 @@ def evaluate_protocol(model, protocol: str, roots: dict[str, str | Path], out_di
                       baselines: bool = True, device=None, progress: bool = True) -> list[TaskResult]:
     """Manifests → ``<out>/manifests/*.json``; each task → ``<out>/<protocol>_<dataset>_<task>.{json,md}``;
     all tables → ``<out>/summary.md``. Returns the TaskResults."""
-    from kgvlp.eval.features import pick_device
+    from kgvlp.engine.backend import pick_device
     from kgvlp.eval.loading import candidates
     options = options or ProtocolOptions()
     module = _protocol(protocol)
