@@ -49,7 +49,8 @@ def _link(args) -> None:
 def _evaluate(args) -> None:
     from knowledge.blind_set import BLIND_SET_DIR, load_blind_set
     from knowledge.evaluate import evaluate, format_report
-    from knowledge.graph import build_graph, load_graph
+    from knowledge.graph import load_graph
+    from knowledge.graph_build import build_graph
 
     blind = load_blind_set(args.blind_set or BLIND_SET_DIR)
     g = load_graph(args.graph) if args.graph else build_graph()

@@ -10,7 +10,7 @@ model is built:
   with faiss k-means into ``num_categories`` knowledge categories (category_contrast).
 
 Rows of the batch (``Batch.entity_ids``) are positions in the bank's CUI list; the data
-side maps CUIs to rows with ``ConceptIndex`` (same file), which counts CUIs missing from
+side maps CUIs to rows with ``ConceptIndex`` (knowledge/bank_files.py), which counts CUIs missing from
 the bank and warns once. A bank built for another graph fails on load naming both.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from knowledge.bank_files import ConceptIndex, knowledge_paths, read_bank_meta  # noqa: F401 (re-exported)
+from knowledge.bank_files import knowledge_paths
 from kgvlp.models.features import Features, Need
 from kgvlp.modules.service import Service, ServiceConfig
 

@@ -15,7 +15,8 @@ from kgvlp.data.entities import (build_report_entities, cleaned_word_map, entity
                                  sentence_word_map)
 from kgvlp.data.synth.generate import make_study
 from kgvlp.data.text import split_sentences
-from kgvlp.modules.knowledge_bank import ConceptIndex, KnowledgeBank, read_bank_meta
+from kgvlp.modules.knowledge_bank import KnowledgeBank
+from knowledge.bank_files import ConceptIndex, read_bank_meta
 
 
 class FakeModel:
