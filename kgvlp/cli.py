@@ -40,8 +40,15 @@ def _bench(args) -> int:
     return 0
 
 
-def _register_optional(sub, module: str, command: str, help_text: str) -> None:
-    """Sub-commands owned by other packages, each with a ``register(subparsers)``."""
+def _register_optional(sub, module: str, command: str, help_text: str, wanted: str | None) -> None:
+    """Sub-commands owned by other packages, each with a ``register(subparsers)``.
+
+    Only the command being run (``wanted``; all when None, e.g. for ``--help``) imports its
+    package: ``kgvlp knowledge build-graph`` must not pay torch's import (~1 GB of RSS on a
+    full UMLS build) for the training commands it does not run."""
+    if wanted is not None and wanted != command:
+        sub.add_parser(command, help=help_text)
+        return
     try:
         mod = importlib.import_module(module)
     except ImportError as err:  # a missing optional part must not break `kgvlp train`
@@ -54,7 +61,7 @@ def _register_optional(sub, module: str, command: str, help_text: str) -> None:
         mod.register(sub.add_parser(command, help=help_text).add_subparsers(dest=f"{command}_cmd", required=True))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgvlp", description=__doc__)
     parser.add_argument(DEBUG_FLAG, action="store_true",
                         help=f"show the traceback of a known failure (or set {DEBUG_ENV}=1)")
@@ -79,12 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   '"objectives.cta.weight=0 objectives.cpa.weight=0" (repeatable)')
     bench_train.set_defaults(func=_bench)
 
-    _register_optional(sub, "kgvlp.eval.cli", "eval", "evaluate a trained image encoder")
-    _register_optional(sub, "kgvlp.data.cli", "data", "synthetic data, dataset preparation, previews")
-    _register_optional(sub, "knowledge.cli", "knowledge", "UMLS graphs, linking, embeddings")
-    _register_optional(sub, "kgvlp.export.cli", "export", "export encoders for open_clip, transformers, timm")
+    _register_optional(sub, "kgvlp.eval.cli", "eval", "evaluate a trained image encoder", wanted)
+    _register_optional(sub, "kgvlp.data.cli", "data", "synthetic data, dataset preparation, previews", wanted)
+    _register_optional(sub, "knowledge.cli", "knowledge", "UMLS graphs, linking, embeddings", wanted)
+    _register_optional(sub, "kgvlp.export.cli", "export", "export encoders for open_clip, transformers, timm", wanted)
     _register_optional(sub, "kgvlp.ablation.cli", "ablate",
-                       "ablation grids: train → eval per run, local/SLURM/Ray, report")
+                       "ablation grids: train → eval per run, local/SLURM/Ray, report", wanted)
     return parser
 
 
@@ -132,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if not a.startswith("--local_rank")]
     debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != DEBUG_FLAG]
-    parser = build_parser()
+    # The first word that is not an option names the command (flags only come first).
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(wanted)
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after options (`--steps 5 trainer.lr=1e-4`).
     if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):

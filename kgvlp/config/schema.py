@@ -59,6 +59,11 @@ class TextEncoderConfig:
     # attention pool over the sentence features, query = their mean, no position embedding).
     global_pool: Literal["cls", "mean", "sentence_attention"] = "cls"
     sentence_slots: int = 32          # sentences per report kept in sentence features (PRIOR: 32)
+    # Text half of the shared projection: mgca (Linear–BN–ReLU–Linear–BN, as MGCA) | linear
+    # (one bias-free Linear, as CLIP's text projection). With a locked tower the MGCA head,
+    # trained on synthetic reports, forgets what the tower knew of real text (its BatchNorm
+    # statistics are the synthetic reports'); docs/eval.md "the text side on real reports".
+    head: Literal["mgca", "linear"] = "mgca"
 
 
 @dataclass

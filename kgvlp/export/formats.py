@@ -62,6 +62,9 @@ def impossible_formats(model, image_cfg) -> dict[str, str]:
     if has_heads and getattr(model.text_encoder, "mean_pool", False):
         why["open_clip"] = ("model.text.global_pool=mean: the open_clip text tower is written with "
                             "a [CLS] pooler (kgvlp/export/heads.py); mean pooling is not mapped")
+    if has_heads and not hasattr(model.projections.text, "net"):
+        why["open_clip"] = ("model.text.head=linear: the open_clip text tower is written with "
+                            "MGCA's two-layer head (kgvlp/export/heads.py); a linear head is not mapped")
     if image_cfg.name not in VIT_ARCHS and image_cfg.name not in CNN_ARCHS:
         why["timm"] = f"image encoder {image_cfg.name!r} is not a timm model"
     return why
@@ -128,7 +131,8 @@ HEADS_DOC = {
     "formula": "e = normalize(bn2(fc2(relu(bn1(fc1(x)))))), x = the encoder's [CLS] state (ViT: "
                "last_hidden_state[:, 0]; ResNet: mean-pooled last stage, or image.pool.* when present); "
                "bn(z) = (z - running_mean) / sqrt(running_var + batchnorm_eps) * weight + bias; "
-               "bn2 has no weight/bias",
+               "bn2 has no weight/bias; with model.text.head=linear the text tower is "
+               "e = normalize(text.proj.weight @ x)",
     "towers": ["image", "text"],
 }
 

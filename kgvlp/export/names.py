@@ -94,6 +94,7 @@ _HEAD_RENAMES = [  # GlobalProjection's Sequential indices → documented names
     (r"projections\.(image|text)\.net\.1\.(\w+)", r"\1.bn1.\2"),
     (r"projections\.(image|text)\.net\.3\.(\w+)", r"\1.fc2.\2"),
     (r"projections\.(image|text)\.net\.4\.(\w+)", r"\1.bn2.\2"),
+    (r"projections\.text\.proj\.weight", r"text.proj.weight"),   # model.text.head: linear
     (r"image_encoder\.pool\.(.+)", r"image.pool.\1"),
 ]
 

@@ -98,6 +98,7 @@ class ModelDims:
     image_size: int = 224      # input side in pixels (decoders that reconstruct the image)
     sentence_slots: int = 32   # S: sentences per report in sentence features
     sync_batchnorm: bool = False   # heads use SyncBatchNorm (model.sync_batchnorm)
+    text_head: str = "mgca"        # text half of the shared projection (model.text.head)
 
     @property
     def word_slots(self) -> int:

@@ -54,7 +54,8 @@ def probe_dims(image_encoder: nn.Module, text_encoder: TextEncoder, model_cfg: M
     return ModelDims(image_width=out.global_vector.shape[-1], image_token_width=out.tokens.shape[-1],
                      text_width=text_encoder.width, num_image_tokens=out.tokens.shape[1],
                      max_length=model_cfg.text.max_length, image_size=image_size,
-                     sentence_slots=text_encoder.sentence_slots, sync_batchnorm=model_cfg.sync_batchnorm)
+                     sentence_slots=text_encoder.sentence_slots, sync_batchnorm=model_cfg.sync_batchnorm,
+                     text_head=model_cfg.text.head)
 
 
 class VLPModel(nn.Module):
@@ -84,7 +85,8 @@ class VLPModel(nn.Module):
         if Need.IMAGE_EMBED in self.needs or Need.TEXT_EMBED in self.needs:
             self.projections = SharedProjections(self.dims.image_width, self.dims.text_width,
                                                  out_dim=self.dims.embed_dim,
-                                                 sync_bn=model_cfg.sync_batchnorm)
+                                                 sync_bn=model_cfg.sync_batchnorm,
+                                                 text_head=model_cfg.text.head)
 
     def _build_services(self, model_cfg: ModelConfig) -> None:
         """The service providing each needed feature, built once, in the registry's order (not

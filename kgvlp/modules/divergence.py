@@ -104,7 +104,7 @@ class DivergenceEncoders(Service):
         # The model builds its projections after its services, so this copy starts from a
         # fresh head and is made equal to the online one on first use (``_sync``).
         self.projections = EMAModule(SharedProjections(dims.image_width, dims.text_width, out_dim=dims.embed_dim,
-                                                       sync_bn=dims.sync_batchnorm))
+                                                       sync_bn=dims.sync_batchnorm, text_head=dims.text_head))
         self.register_buffer("synced", torch.zeros((), dtype=torch.bool))
         self.queues = DivergenceQueues(cfg.queue_size, dims.embed_dim) if cfg.queue_size > 0 else None
         self._checked = False

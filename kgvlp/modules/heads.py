@@ -21,14 +21,29 @@ class GlobalProjection(nn.Module):
         return F.normalize(self.net(x), dim=-1)
 
 
+class LinearProjection(nn.Module):
+    """d → out with one bias-free Linear, L2-normalised output (CLIP's text projection): no
+    batch statistics, so text unlike the training reports is projected as the tower sees it."""
+
+    def __init__(self, in_dim: int, out_dim: int = 128):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(self.proj(x), dim=-1)
+
+
 class SharedProjections(nn.Module):
-    """The shared image/text embedding space (service owned once by the model)."""
+    """The shared image/text embedding space (service owned once by the model).
+
+    ``text_head``: mgca (``GlobalProjection``) | linear (``LinearProjection``)."""
 
     def __init__(self, image_width: int, text_width: int, hidden_dim: int = 2048, out_dim: int = 128,
-                 sync_bn: bool = True):
+                 sync_bn: bool = True, text_head: str = "mgca"):
         super().__init__()
         self.image = GlobalProjection(image_width, hidden_dim, out_dim, sync_bn)
-        self.text = GlobalProjection(text_width, hidden_dim, out_dim, sync_bn)
+        self.text = (GlobalProjection(text_width, hidden_dim, out_dim, sync_bn) if text_head == "mgca"
+                     else LinearProjection(text_width, out_dim))
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
