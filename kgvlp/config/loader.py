@@ -178,6 +178,7 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple
                           f"({tree.model.image.image_size}); write data.image_size: "
                           "${model.image.image_size} to keep them together")
     _check_ranges(tree)
+    _refuse_synced_official_heads(tree, objectives, registry)
     config = OmegaConf.to_object(tree)
     config.objectives = objectives
     config.model.services = services
@@ -209,6 +210,20 @@ def _check_ranges(tree: DictConfig) -> None:
     if not 0 <= tree.trainer.warmup_ratio <= 1:
         raise ConfigError(f"config key 'trainer.warmup_ratio': expected a fraction in [0, 1], "
                           f"got {tree.trainer.warmup_ratio}")
+
+
+def _refuse_synced_official_heads(tree: DictConfig, objectives: dict, registry: dict) -> None:
+    """MGCA's official global heads normalise per GPU (encoder.py:17-33, plain BatchNorm1d
+    under DDP); the shared heads follow ``model.sync_batchnorm``, so an objective reading
+    them with ``official_quirks`` would silently use global statistics on several ranks."""
+    if not tree.model.sync_batchnorm:
+        return
+    reads_heads = {"image_embed", "text_embed"}   # Need values of the shared projections
+    for name, cfg in objectives.items():
+        if getattr(cfg, "official_quirks", False) and reads_heads & {n.value for n in registry[name].requires}:
+            raise ConfigError(f"objectives.{name}.official_quirks is true, but model.sync_batchnorm is true: "
+                              "the official code's global heads use per-GPU BatchNorm statistics; set "
+                              "model.sync_batchnorm: false to reproduce it, or official_quirks: false")
 
 
 # The knowledge bank's files are named once, under data (the data side maps CUIs to rows of

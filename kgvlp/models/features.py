@@ -25,6 +25,7 @@ class Need(str, Enum):
     SENTENCES = "sentences"              # mean token state per sentence + sentence mask
     PIXELS = "pixels"                    # the input images (reconstruction targets)
     LABELS = "labels"                    # multi-hot finding labels of the batch
+    MGCA_WORDS = "mgca_words"            # MGCA's official word slots (L - 1, [SEP] a word)
 
 
 @dataclass
@@ -99,6 +100,9 @@ class ModelDims:
     sentence_slots: int = 32   # S: sentences per report in sentence features
     sync_batchnorm: bool = False   # heads use SyncBatchNorm (model.sync_batchnorm)
     text_head: str = "mgca"        # text half of the shared projection (model.text.head)
+    # "vit": patch weights are the CLS attention; "cnn": uniform (the encoder class says which;
+    # MGCA's official CTA treats the two branches differently)
+    image_family: str = "vit"
 
     @property
     def word_slots(self) -> int:

@@ -74,6 +74,7 @@ class ViTEncoder(nn.Module):
     block's q/k, so every block still runs fused SDPA attention. The backbone runs through
     timm's public ``forward_intermediates`` / ``forward_features``.
     """
+    family = "vit"      # ModelDims.image_family: patch weights are attention
 
     def __init__(self, cfg: ImageEncoderConfig):
         super().__init__()
@@ -122,6 +123,7 @@ class ResNetEncoder(nn.Module):
     """timm ResNet. MGCA: global = avg-pool(layer4), tokens = layer3. PRIOR: attention pool,
     tokens = layer4 (7×7 = 49, permuted to (B, HW, C) — not the official ``view`` that
     scrambles them)."""
+    family = "cnn"      # ModelDims.image_family: patch weights are uniform
 
     def __init__(self, cfg: ImageEncoderConfig):
         super().__init__()

@@ -55,7 +55,8 @@ def probe_dims(image_encoder: nn.Module, text_encoder: TextEncoder, model_cfg: M
                      text_width=text_encoder.width, num_image_tokens=out.tokens.shape[1],
                      max_length=model_cfg.text.max_length, image_size=image_size,
                      sentence_slots=text_encoder.sentence_slots, sync_batchnorm=model_cfg.sync_batchnorm,
-                     text_head=model_cfg.text.head)
+                     text_head=model_cfg.text.head,
+                     image_family=image_encoder.family)
 
 
 class VLPModel(nn.Module):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from kgvlp.modules.divergence import DivergenceEncoders
 from kgvlp.modules.knowledge_bank import KnowledgeBank
 from kgvlp.modules.masked_view import MaskedViewService
+from kgvlp.modules.mgca_words import MGCAWords
 from kgvlp.modules.sentence_bank import SentenceBank
 from kgvlp.modules.service import Service
 
@@ -15,6 +16,7 @@ SERVICES: dict[str, type[Service]] = {
     "knowledge_bank": KnowledgeBank,
     "sentence_bank": SentenceBank,
     "masked_view": MaskedViewService,
+    "mgca_words": MGCAWords,
 }
 
 

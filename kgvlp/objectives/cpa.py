@@ -44,8 +44,11 @@ class CPA(Objective):
 
     def _codes(self, scores: Tensor) -> Tensor:
         quirks = self.cfg.official_quirks
-        return batch_codes(scores, self.cfg.epsilon, self.cfg.sinkhorn_iterations,
-                           gather=self.cfg.gather and not quirks, stable=not quirks)
+        codes = batch_codes(scores, self.cfg.epsilon, self.cfg.sinkhorn_iterations,
+                            gather=self.cfg.gather and not quirks, stable=not quirks)
+        # The official Sinkhorn returns ``.float()`` (mgca_module.py:291): in float64 the
+        # codes are rounded to float32 (relative 6e-8); in float32 training nothing changes.
+        return codes.float() if quirks else codes
 
     def forward(self, features, ctx):
         weight = self.prototypes.weight

@@ -30,8 +30,9 @@ class CTAConfig(ObjectiveConfig):
     clip_low: float = 0.1              # token weights clipped to the 10th…
     clip_high: float = 0.9             # …90th percentile, then renormalised
     hidden_dim: int = 2048
-    official_quirks: bool = False      # see docs/mgca.md: padding as negatives on the word side,
-                                       # unnormalised ViT word context, BN over padded slots
+    official_quirks: bool = False      # see docs/mgca.md: the official word slots ([SEP] a word,
+                                       # weights shifted one token), padding as negatives on the word
+                                       # side, BN over padded slots, ViT word context unnormalised
 
 
 def clipped_weights(weights: Tensor, valid: Tensor, low: float, high: float) -> Tensor:
@@ -83,6 +84,8 @@ class CTA(Objective):
 
     def __init__(self, cfg, dims):
         super().__init__(cfg, dims)
+        if cfg.official_quirks:   # the official word slots (kgvlp/modules/mgca_words.py)
+            self.requires = frozenset({Need.IMAGE_TOKENS, Need.MGCA_WORDS})
         # Per-rank BatchNorm under the official quirks, global statistics otherwise.
         sync = not cfg.official_quirks
         self.image_head = TokenProjection(dims.image_token_width, cfg.hidden_dim, dims.embed_dim, sync)
@@ -94,25 +97,33 @@ class CTA(Objective):
         patches = self.image_head(features.image_tokens)
         return (words @ patches.transpose(1, 2) / self.cfg.temperature).softmax(dim=-1)
 
+    def _words(self, features) -> tuple[Tensor, Tensor, Tensor]:
+        """Word states, validity and raw weights: kgvlp's words, or the official slots."""
+        if self.cfg.official_quirks:
+            slots = features.extras[Need.MGCA_WORDS.value]
+            return slots.tokens, slots.mask, slots.weights
+        return features.word_tokens, features.word_mask, features.word_weights
+
     def forward(self, features, ctx):
         cfg, quirks = self.cfg, self.cfg.official_quirks
-        word_valid = features.word_mask
+        word_tokens, word_valid, raw_word_weights = self._words(features)
         patches = self.image_head(features.image_tokens)
-        words = self.word_head(features.word_tokens, None if quirks else word_valid)
+        words = self.word_head(word_tokens, None if quirks else word_valid)
         tau = cfg.temperature
 
         # Word side: words attend patches; padding never acts as an anchor (weight 0) and,
         # unless quirks, never as a negative.
         word_context = F.normalize(attend(words, patches, tau, None), dim=-1)
-        word_weights = clipped_weights(features.word_weights,
-                                       word_valid if not quirks else features.word_weights > 0,
+        word_weights = clipped_weights(raw_word_weights, word_valid if not quirks else raw_word_weights > 0,
                                        cfg.clip_low, cfg.clip_high)
         loss_word = weighted_symmetric_ce(words, word_context, word_weights, tau,
                                           None if quirks else word_valid)
 
-        # Patch side: patches attend words (padding masked); ViT patches have no padding.
+        # Patch side: patches attend words (padding masked); image patches have no padding.
         patch_context = attend(patches, words, tau, word_valid)
-        if not quirks:  # the official ViT branch skips this re-normalisation
+        # The official ViT branch skips this re-normalisation, its ResNet branch does it
+        # (mgca_module.py:185-186).
+        if not quirks or self.dims.image_family != "vit":
             patch_context = F.normalize(patch_context, dim=-1)
         all_patches = torch.ones_like(features.patch_weights, dtype=torch.bool)
         patch_weights = clipped_weights(features.patch_weights, all_patches, cfg.clip_low, cfg.clip_high)
