@@ -72,6 +72,19 @@ def test_misspelt_objective_option_fails_naming_it_and_the_objectives_options(ti
     assert "objectives.cta.temprature" in message and "temperature" in message
 
 
+@pytest.mark.parametrize("objective", ["ita", "cpa"])
+def test_official_quirks_on_the_shared_heads_refuse_synchronised_batchnorm_naming_both_keys(tiny_yaml, objective):
+    # MGCA's official global heads normalise per GPU; model.sync_batchnorm would not.
+    with pytest.raises(ConfigError) as error:
+        load_experiment(tiny_yaml, [f"objectives.{objective}.official_quirks=true"])
+
+    assert f"objectives.{objective}.official_quirks" in str(error.value)
+    assert "model.sync_batchnorm" in str(error.value)
+    config = load_experiment(tiny_yaml, [f"objectives.{objective}.official_quirks=true",
+                                         "model.sync_batchnorm=false"]).config
+    assert config.objectives[objective].official_quirks and not config.model.sync_batchnorm
+
+
 def test_wrong_type_in_an_objective_option_fails_naming_the_key(tiny_yaml):
     with pytest.raises(ConfigError, match=r"objectives\.cpa\.num_prototypes"):
         load_experiment(tiny_yaml, ["objectives.cpa.num_prototypes=lots"])

@@ -13,6 +13,7 @@ import two_ranks
 from kgvlp_tiny import make_batch, make_model
 from kgvlp.models.features import Features
 from kgvlp.objectives.base import ModelDims, StepContext
+from kgvlp.modules.mgca_words import WordSlots
 from kgvlp.modules.sinkhorn import sinkhorn
 from kgvlp.objectives.cpa import CPAConfig
 from kgvlp.objectives.cta import CTA, CTAConfig, attend, clipped_weights, weighted_symmetric_ce
@@ -60,25 +61,33 @@ def synthetic_features(batch=3, patches=9, words=7, width=16, padded_words=(0, 2
             word_mask[row, -padded:] = False
     word_tokens = torch.randn(batch, words, width, generator=generator) * word_mask[..., None]
     word_weights = torch.rand(batch, words, generator=generator) * word_mask
-    return Features(image_tokens=torch.randn(batch, patches, width, generator=generator),
-                    patch_weights=torch.rand(batch, patches, generator=generator).softmax(-1),
-                    word_tokens=word_tokens, word_mask=word_mask, word_weights=word_weights)
+    return with_official_slots(Features(
+        image_tokens=torch.randn(batch, patches, width, generator=generator),
+        patch_weights=torch.rand(batch, patches, generator=generator).softmax(-1),
+        word_tokens=word_tokens, word_mask=word_mask, word_weights=word_weights))
+
+
+def with_official_slots(features: Features) -> Features:
+    """The same words also as the official slots CTA reads under quirks (no [SEP], no shift):
+    these tests isolate the quirks that act after the merge; tests/mgca_parity covers it."""
+    slots = WordSlots(tokens=features.word_tokens, weights=features.word_weights, mask=features.word_mask)
+    return dataclasses.replace(features, extras={**features.extras, "mgca_words": slots})
 
 
 def pad_word_slots(features: Features, extra: int) -> Features:
     """The same reports with ``extra`` more empty word slots (a longer padded length)."""
     batch, _, width = features.word_tokens.shape
-    return dataclasses.replace(
+    return with_official_slots(dataclasses.replace(
         features,
         word_tokens=torch.cat([features.word_tokens, torch.zeros(batch, extra, width)], 1),
         word_mask=torch.cat([features.word_mask, torch.zeros(batch, extra, dtype=torch.bool)], 1),
-        word_weights=torch.cat([features.word_weights, torch.zeros(batch, extra)], 1))
+        word_weights=torch.cat([features.word_weights, torch.zeros(batch, extra)], 1)))
 
 
-def make_cta(quirks=False, width=16, seed=0) -> CTA:
+def make_cta(quirks=False, width=16, seed=0, image_family="vit") -> CTA:
     torch.manual_seed(seed)
     dims = ModelDims(image_width=width, image_token_width=width, text_width=width,
-                     num_image_tokens=9, max_length=9)
+                     num_image_tokens=9, max_length=9, image_family=image_family)
     return CTA(CTAConfig(hidden_dim=32, official_quirks=quirks), dims)
 
 
@@ -237,6 +246,20 @@ def test_cta_quirk_patch_side_is_the_default_without_renormalising_the_word_cont
     assert default.item() == pytest.approx(renormalised.item(), abs=1e-6)
 
 
+def test_cta_quirk_on_a_cnn_renormalises_the_word_context_as_the_official_resnet_branch():
+    features = synthetic_features()
+    cta = make_cta(quirks=True, image_family="cnn").eval()
+    patches, words = cta.image_head(features.image_tokens), cta.word_head(features.word_tokens)
+    weights = clipped_weights(features.patch_weights, torch.ones_like(features.patch_weights, dtype=torch.bool),
+                              0.1, 0.9)
+    renormalised = F.normalize(attend(patches, words, 0.1, features.word_mask), dim=-1)
+
+    quirk = cta(features, AFTER_FREEZE).terms["patch"]
+
+    assert quirk.item() == pytest.approx(weighted_symmetric_ce(patches, renormalised, weights, 0.1, None).item(),
+                                         abs=1e-6)
+
+
 def test_cta_quirk_lets_padding_slots_act_as_word_side_negatives():
     features = synthetic_features(padded_words=(0, 2, 4))
     # eval: the heads' BatchNorm uses running statistics, so only the negatives differ
@@ -273,6 +296,18 @@ def test_cpa_quirk_without_max_subtraction_gives_the_same_loss_when_nothing_over
     quirk = make_cpa(quirks=True)(features, AFTER_FREEZE).terms["cpa"]
 
     assert quirk.item() == pytest.approx(default.item(), abs=1e-6)
+
+
+def test_cpa_quirk_rounds_the_codes_to_float32_as_the_official_sinkhorn_returns_them():
+    image, text = embeddings()
+    image, text = image.double(), text.double()
+    default, quirk = make_cpa(quirks=False).double(), make_cpa(quirks=True).double()
+
+    scores = image @ quirk.prototypes.weight.t()
+
+    assert default._codes(scores).dtype == torch.float64
+    assert quirk._codes(scores).dtype == torch.float32
+    torch.testing.assert_close(quirk._codes(scores), default._codes(scores).float(), atol=1e-6, rtol=0)
 
 
 def test_sinkhorn_without_max_subtraction_overflows_where_the_default_does_not():
