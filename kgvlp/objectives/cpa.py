@@ -29,7 +29,7 @@ class CPAConfig(ObjectiveConfig):
     temperature: float = 0.2       # τ₃
     freeze_prototypes_epochs: float = 1.0  # prototypes get no gradient during the first epoch
     gather: bool = True            # Sinkhorn over the global batch (official: per GPU)
-    official_quirks: bool = False  # exp(score/ε) without max-subtraction; per-GPU Sinkhorn
+    official_quirks: bool = False  # exp(score/ε) without max-subtraction; per-GPU Sinkhorn; float32 codes
 
 
 class CPA(Objective):
