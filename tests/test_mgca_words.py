@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from kgvlp.models.context import StepContext
 from kgvlp.modules.mgca_words import mgca_word_slots, official_word_index
 
 # L = 8. Row 0: [CLS] a ##b c [SEP] pad pad pad — words "ab", "c".
@@ -36,3 +37,17 @@ def test_each_slot_holds_the_attention_to_the_tokens_one_place_to_its_right():
          [0.15, 0.20 + 0.10, 0, 0, 0, 0, 0]]))      # "a" ← 2; "bc" ← 3, 4
     assert slots.mask.tolist() == [[True, True, True, False, False, False, False],
                                    [True, True, False, False, False, False, False]]
+
+
+def test_cta_quirks_build_the_official_slots_on_a_real_model_and_the_default_does_not(tokenizer, reports):
+    from kgvlp.objectives.cta import CTAConfig
+    from kgvlp_tiny import MAX_LENGTH, make_batch, make_model
+    quirk, default = (make_model({"cta": CTAConfig(official_quirks=flag)}) for flag in (True, False))
+    batch = make_batch(tokenizer, reports)
+
+    slots = quirk.encode(batch).extras["mgca_words"]
+    loss, _ = quirk(batch, StepContext(step=1, epoch=1.0))
+
+    assert "mgca_words" in quirk.services and "mgca_words" not in default.services
+    assert slots.tokens.shape[1] == MAX_LENGTH - 1
+    assert torch.isfinite(loss)

@@ -82,11 +82,11 @@ def git_blob_id(path: Path) -> str:
 
 
 def check_commit(official: Path, allow_other: bool) -> None:
-    wrong = {rel: git_blob_id(official / rel) for rel in BLOBS
-             if not (official / rel).is_file() or git_blob_id(official / rel) != BLOBS[rel]}
+    wrong = [rel for rel, blob in BLOBS.items()
+             if not (official / rel).is_file() or git_blob_id(official / rel) != blob]
     if wrong and not allow_other:
         raise SystemExit(f"{official}: not the official code at {COMMIT[:7]} (files differ from the "
-                         f"pinned blobs): {sorted(wrong)}")
+                         f"pinned blobs, or are missing): {wrong}")
 
 
 # ---------------------------------------------------------------------------------------
