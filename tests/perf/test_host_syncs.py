@@ -23,6 +23,10 @@ TINY = {
     "mlip_demo": ["model.image.name=vit_test", "model.image.image_size=64", *TINY_TEXT,
                   "objectives.cta.hidden_dim=32", "objectives.cpa.num_prototypes=8",
                   "model.services.knowledge_bank.num_categories=3", "model.services.divergence.queue_size=16"],
+    # MGCA with every official quirk (its word slots service, per-GPU heads, float32 codes)
+    "demo_quirks": ["model.image.name=vit_test", "model.image.image_size=64", *TINY_TEXT,
+                    "objectives.cta.hidden_dim=32", "objectives.cpa.num_prototypes=8", "model.sync_batchnorm=false",
+                    *(f"objectives.{n}.official_quirks=true" for n in ("ita", "cta", "cpa"))],
     "prior_demo": ["model.image.image_size=64", "model.image.projection_dim=32", "model.text.projection_dim=32",
                    *TINY_TEXT, "model.services.sentence_bank.size=8"],
 }
@@ -33,7 +37,7 @@ def stack(name: str, bank_dir=None, stage_index: int = -1, epoch: float | None =
     if name == "mlip_demo":
         overrides += [f"data.knowledge_embeddings={bank_dir / 'embeddings'}",
                       f"data.knowledge_graph={bank_dir / 'graph.json'}"]
-    cfg = load_experiment(f"configs/experiments/{name}.yaml", overrides).config
+    cfg = load_experiment(f"configs/experiments/{name.removesuffix('_quirks')}.yaml", overrides).config
     schedule = Schedule.from_config(cfg, steps_per_epoch=10)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -57,6 +61,7 @@ def mlip_bank(tmp_path):
 
 @pytest.mark.parametrize("name, stage_index, epoch", [
     ("demo", -1, None), ("demo", -1, 0.5),                    # CPA's prototypes unfrozen, frozen
+    ("demo_quirks", -1, None),
     ("mlip_demo", -1, None),
     ("prior_demo", 2, None), ("prior_demo", 0, None), ("prior_demo", 1, None)])   # stage 3, 1, 2
 def test_a_training_step_makes_no_host_sync(name, stage_index, epoch, tokenizer, reports, mlip_bank):
