@@ -61,8 +61,12 @@ class TextEncoder(nn.Module):
         self._freeze(cfg.frozen_layers)
         self.width = self.bert.config.hidden_size
         self.num_heads = self.bert.config.num_attention_heads
+        self._build_heads(cfg)
+
+    def _build_heads(self, cfg: TextEncoderConfig) -> None:
+        """What follows the BERT states: PRIOR's local text projection (tokens) and sentence
+        attention pool (report vector), or [CLS] / mean pooling."""
         self.sentence_slots = cfg.sentence_slots
-        # PRIOR's local text projection (tokens) and sentence attention pool (report vector).
         self.token_projection = None
         if cfg.projection_dim:
             self.token_projection = nn.Linear(self.width, cfg.projection_dim)
@@ -109,8 +113,12 @@ class TextEncoder(nn.Module):
         every real token but [CLS]/[SEP] counts as one sentence."""
         out = self.bert(input_ids=input_ids, attention_mask=self._bert_mask(attention_mask),
                         output_hidden_states=True, return_dict=True)
-        tokens = out.last_hidden_state
         cls_attention = self._cls_attention(out.hidden_states[-2], attention_mask)
+        return self.from_states(out.last_hidden_state, cls_attention, attention_mask, sentence_index)
+
+    def from_states(self, tokens: Tensor, cls_attention: Tensor, attention_mask: Tensor,
+                    sentence_index: Tensor | None = None) -> TextOutput:
+        """The encoder's outputs from BERT's last states (B, L, D_bert): projection, pooling."""
         if self.token_projection is not None:
             tokens = self.token_projection(tokens)
         global_vector, sentences, sentence_mask = tokens[:, 0], None, None

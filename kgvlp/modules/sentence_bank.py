@@ -19,8 +19,8 @@ current sentence feature (same draw on every rank), off by default (PRIOR has no
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from typing import Callable, List
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,12 @@ class SentenceBankConfig(ServiceConfig):
     usage_momentum: float = 0.99   # ours: running share of assignments per prototype
     dead_after: int = 100          # ours: a prototype unassigned this many steps counts as dead
     reinit_dead: bool = False      # ours: re-draw dead prototypes from sentence features
+    # true: in ``cut_stages`` every reader of the bank (alignment, bank loss, generation) sees
+    # only each report's first ``cut_to`` sentences, as the code cuts stage 3's sentence
+    # features for all of them (models/prior.py:510). Ours: only generation cuts (its Q).
+    official_quirks: bool = False
+    cut_stages: List[str] = field(default_factory=lambda: ["stage3"])
+    cut_to: int = 16               # code: num_queries (set it to prototype_generation.num_queries)
 
 
 @dataclass
@@ -56,6 +62,8 @@ class SentenceBankView:
     mix:  (…, D) → (…, D) a fresh Gumbel-soft mixture of prototypes for any features
     pool: (B, S, D), (B, S) → (B, D) the report pooling of the text encoder (its sentence
           attention pool, or a masked mean when the encoder pools [CLS])
+    cut_stages / cut_to: stages whose readers see only the first ``cut_to`` sentence slots
+          (``official_quirks``); read through ``for_stage``
     """
     sentences: Tensor
     mask: Tensor
@@ -68,6 +76,17 @@ class SentenceBankView:
     dead_after: int
     mix: Callable[[Tensor], Tensor]
     pool: Callable[[Tensor, Tensor], Tensor]
+    cut_stages: tuple[str, ...] = ()
+    cut_to: int = 0
+
+    def for_stage(self, stage: str) -> "SentenceBankView":
+        """The reading an objective sees in ``stage``: the first ``cut_to`` slots in a cut
+        stage (the draw of those slots is the same, each slot's noise being its own)."""
+        if stage not in self.cut_stages:
+            return self
+        n = self.cut_to
+        return replace(self, sentences=self.sentences[:, :n], mask=self.mask[:, :n], logits=self.logits[:, :n],
+                       assignment=self.assignment[:, :n], prototypes=self.prototypes[:, :n], cut_stages=())
 
 
 def assignment_counts(assignment: Tensor, mask: Tensor, size: int) -> Tensor:
@@ -114,10 +133,12 @@ class SentenceBank(Service):
         if self.training:
             self._stage(assignment.detach(), mask, sentences.detach())
         pool = model.text_encoder.sentence_pool or masked_mean
+        cut_stages = tuple(self.cfg.cut_stages) if self.cfg.official_quirks else ()
         return SentenceBankView(sentences=sentences, mask=mask, logits=logits, assignment=assignment,
                                 prototypes=prototypes, bank=self.prototypes.weight, usage=self.usage,
                                 idle_steps=self.idle_steps, dead_after=self.cfg.dead_after,
-                                mix=lambda x: self.mix(x)[2], pool=pool)
+                                mix=lambda x: self.mix(x)[2], pool=pool, cut_stages=cut_stages,
+                                cut_to=self.cfg.cut_to)
 
     def _stage(self, assignment: Tensor, mask: Tensor, sentences: Tensor) -> None:
         """Count this micro-batch's argmax assignments (summed over accumulation steps)."""
@@ -167,6 +188,6 @@ def report_sentences(features: Features, prototype_stages: list[str], stage: str
     """(B, S, D) sentence features and (B, S) mask: the bank's soft prototypes during
     ``prototype_stages`` (PRIOR stages 2–3 align prototypes), else the encoder's."""
     if stage in prototype_stages:
-        view = features.extras[Need.PROTOTYPE_BANK.value]
+        view = features.extras[Need.PROTOTYPE_BANK.value].for_stage(stage)
         return view.prototypes, view.mask
     return features.sentences, features.sentence_mask

@@ -5,9 +5,11 @@
 concatenated with a text-conditioned map of the same size (each patch's sigmoid
 cross-attention over the report's sentences) and decoded by conv-BN-ReLU upsampling blocks
 (×2 each, channels halved) and a 3×3 conv to the full-size image; L = |x̂ − x|₁ (mean).
-kgvlp's conditioning is this objective's own cross-attention; the code reuses the local
-alignment's (so there the reconstruction also trains prior_local's attention) — kept
-separate so reconstruction composes with any objective set (e.g. MGCA's).
+kgvlp's conditioning is this objective's own cross-attention over the encoder's sentences;
+the code reuses the local alignment's patch contexts, over the bank's prototypes in stage 3
+(models/prior.py:188, 228), so there the reconstruction also trains prior_local's attention.
+Kept separate so reconstruction composes with any objective set (e.g. MGCA's);
+``official_quirks`` reads prior_local's contexts instead (``kgvlp.objectives.shared``).
 
 ``patch_mask`` — MAE (He et al., CVPR 2022, ``models_mae.py``): the masked view
 (``Need.MASKED_IMAGE``: the ViT ran on the visible 25% of patches) is completed with mask
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 
 from kgvlp.models.features import Need
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
+from kgvlp.objectives.shared import published
 
 MODES = ("feature_dropout", "patch_mask")
 
@@ -42,7 +45,9 @@ class MaskedReconstructionConfig(ObjectiveConfig):
     decoder_heads: int = 4         # patch_mask: ours (MAE: 16)
     norm_pix: bool = True          # patch_mask: per-patch normalised targets (MAE's best setting)
     loss: Literal["mse", "l1"] = "mse"  # patch_mask: mse (MAE) | l1 (PRIOR's pixel loss)
-    official_quirks: bool = False  # feature_dropout: maps built by view without permute (code)
+    # feature_dropout: maps built by view without permute, conditioned on prior_local's
+    # patch contexts (code prior.py:188, 228-230)
+    official_quirks: bool = False
 
 
 class SentenceConditioning(nn.Module):
@@ -104,8 +109,9 @@ class MaskedReconstruction(Objective):
     # -- feature_dropout (PRIOR) ---------------------------------------------------------
     def _build_conv_decoder(self, dims) -> None:
         width = dims.image_token_width
-        self.text_projection = (nn.Linear(dims.text_width, width) if dims.text_width != width else nn.Identity())
-        self.conditioning = SentenceConditioning(width)
+        if not self.cfg.official_quirks:   # the quirk conditions on prior_local's contexts
+            self.text_projection = (nn.Linear(dims.text_width, width) if dims.text_width != width else nn.Identity())
+            self.conditioning = SentenceConditioning(width)
         self.feature_dropout = nn.Dropout2d(self.cfg.dropout)
         num_blocks = max(1, round(math.log2(dims.image_size / self.grid)))
         channels = [2 * width // 2 ** i for i in range(num_blocks + 1)]
@@ -114,9 +120,12 @@ class MaskedReconstruction(Objective):
 
     def _feature_dropout(self, features) -> Tensor:
         patches = features.image_tokens
-        sentences, mask = features.sentences, features.sentence_mask
-        conditioned = self.conditioning(patches, self.text_projection(sentences), mask)
         quirk = self.cfg.official_quirks
+        if quirk:
+            conditioned = published(features, "prior_local", "patch_context", "masked_reconstruction")
+        else:
+            sentences, mask = features.sentences, features.sentence_mask
+            conditioned = self.conditioning(patches, self.text_projection(sentences), mask)
         image_map = self.feature_dropout(tokens_to_map(patches, self.grid, quirk))
         z = torch.cat([image_map, tokens_to_map(conditioned, self.grid, quirk)], dim=1)
         output = self.head(self.blocks(z))

@@ -17,6 +17,7 @@ from kgvlp.models.features import Need
 from kgvlp.modules.contrastive import LogitScale, clip_loss
 from kgvlp.modules.sentence_bank import uses_bank
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
+from kgvlp.objectives.shared import publish
 
 
 @dataclass
@@ -41,9 +42,10 @@ class PriorGlobal(Objective):
     def forward(self, features, ctx):
         text = features.text_global
         if ctx.stage in self.cfg.prototype_stages:
-            view = features.extras[Need.PROTOTYPE_BANK.value]
+            view = features.extras[Need.PROTOTYPE_BANK.value].for_stage(ctx.stage)
             text = view.pool(view.prototypes, view.mask)
         scale = self.logit_scale()
+        publish(features, "prior_global", "logit_scale", scale)   # prototype_generation's quirk shares it
         loss = clip_loss(features.image_global, text, scale, self.cfg.gather)
         return ObjectiveOutput(terms={"global": loss}, metrics={"logit_scale": scale.detach()})
 

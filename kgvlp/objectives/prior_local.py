@@ -27,6 +27,7 @@ from kgvlp.modules.distributed import at_least_fp32
 from kgvlp.modules.contrastive import LogitScale
 from kgvlp.modules.sentence_bank import report_sentences, uses_bank
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
+from kgvlp.objectives.shared import publish
 
 
 @dataclass
@@ -105,6 +106,7 @@ class PriorLocal(Objective):
         sentences, mask = report_sentences(features, self.cfg.prototype_stages, ctx.stage)
         patches = features.image_tokens
         patch_context, sentence_context = self.cross_attention(patches, sentences, mask)
+        publish(features, "prior_local", "patch_context", patch_context)  # masked_reconstruction's quirk
         scale = self.logit_scale()
         return ObjectiveOutput(terms={"image": simsiam(patches, patch_context, self.predictor),
                                       "text": sentence_infonce(sentences, sentence_context, mask, scale)},

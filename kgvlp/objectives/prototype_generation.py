@@ -18,7 +18,11 @@ assignment, ties included), with no copy to the host.
 
 ``official_quirks`` reproduces the code: a causal mask in the decoder (``is_decoder=True``),
 padded all-zero target slots inside the cost and the L1, the permutation applied inverted
-(``logit[inds[1]]``), and the KL target not detached.
+(``logit[inds[1]]``), the KL target not detached; and its stage-3 coupling and decoder:
+L_gpa's report vector pools the (cut) target prototypes (models/prior.py:532, 546) with
+prior_global's scale (:254, published by prior_global), the queries pass BERT's embedding
+layer (position + token-type embedding, LayerNorm, dropout; decoders/sentence.py:20), every
+LayerNorm has BERT's eps 1e-12, and the feed-forward has no inner dropout (BertIntermediate).
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from kgvlp.modules.assignment import linear_sum_assignment
 from kgvlp.modules.distributed import at_least_fp32
 from kgvlp.modules.contrastive import LogitScale, clip_loss
 from kgvlp.objectives.base import Objective, ObjectiveConfig, ObjectiveOutput
+from kgvlp.objectives.shared import published
 
 
 @dataclass
@@ -47,11 +52,29 @@ class PrototypeGenerationConfig(ObjectiveConfig):
     l1_weight: float = 1.0         # code: spg_loss × λ_proto (10) — give the objective weight 10
     kl_weight: float = 0.1         # code: kl_loss × 1 → 0.1 under the objective's weight 10
     contrast_weight: float = 0.1   # code: gpa_loss × 1 → 0.1 under the objective's weight 10
-    temperature: float = 0.01      # initial τ of L_gpa (code: shares prior_global's scale, 1/0.01)
-    max_scale: float = 100.0       # CLIP's clamp; official_quirks: no clamp
+    temperature: float = 0.01      # initial τ of L_gpa's own scale (official_quirks: prior_global's)
+    max_scale: float = 100.0       # CLIP's clamp of that scale
     gather: bool = True            # L_gpa negatives from all ranks (code: SyncFunction)
     official_quirks: bool = False
     matcher: Literal["torch", "triton"] = "torch"  # torch (tensor ops, any device) | triton (one CUDA launch)
+
+
+BERT_LAYER_NORM_EPS = 1e-12         # BertConfig.layer_norm_eps (nn.TransformerDecoderLayer: 1e-5)
+
+
+class QueryEmbeddings(nn.Module):
+    """BERT's embedding layer applied to the learned queries, as the code's decoder (a
+    BertModel fed ``inputs_embeds``) does: (q + token-type-0 + position) → LayerNorm → dropout."""
+
+    def __init__(self, num_queries: int, width: int, dropout: float):
+        super().__init__()
+        self.position = nn.Parameter(torch.randn(num_queries, width) * 0.02)   # BERT initializer_range
+        self.token_type = nn.Parameter(torch.randn(width) * 0.02)
+        self.norm = nn.LayerNorm(width, eps=BERT_LAYER_NORM_EPS)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, queries: Tensor) -> Tensor:
+        return self.dropout(self.norm(queries + self.token_type + self.position))
 
 
 def causal_mask(size: int, device) -> Tensor:
@@ -86,15 +109,24 @@ class PrototypeGeneration(Objective):
         if cfg.matcher not in ("torch", "triton"):
             raise ValueError(f"prototype_generation.matcher: {cfg.matcher!r}, expected torch | triton")
         self.queries = nn.Parameter(torch.randn(1, cfg.num_queries, width))   # code: torch.randn
+        quirks = cfg.official_quirks
+        # Post-norm, as BERT. Ours: no embedding layer, torch's LayerNorm eps 1e-5.
         layer = nn.TransformerDecoderLayer(width, cfg.num_heads, int(cfg.ffn_ratio * width), dropout=cfg.dropout,
-                                           batch_first=True, activation="gelu")  # post-norm, as BERT
+                                           batch_first=True, activation="gelu",
+                                           layer_norm_eps=BERT_LAYER_NORM_EPS if quirks else 1e-5)
+        if quirks:
+            layer.dropout = nn.Identity()      # BertIntermediate → BertOutput: no dropout between
+        self.embeddings = QueryEmbeddings(cfg.num_queries, width, cfg.dropout) if quirks else None
         self.decoder = nn.TransformerDecoder(layer, cfg.num_layers)
-        self.logit_scale = LogitScale(cfg.temperature, None if cfg.official_quirks else cfg.max_scale)
+        # official_quirks: L_gpa uses prior_global's scale, so none of its own.
+        self.logit_scale = None if quirks else LogitScale(cfg.temperature, cfg.max_scale)
         self.fixed_assignment: np.ndarray | None = None   # tests/parity: (B, S) query per slot
 
     def generate(self, image_tokens: Tensor) -> Tensor:
         """(B, P, D) image tokens → (B, Q, D) generated prototypes."""
         queries = self.queries.expand(image_tokens.shape[0], -1, -1)
+        if self.embeddings is not None:
+            queries = self.embeddings(queries)
         mask = causal_mask(queries.shape[1], queries.device) if self.cfg.official_quirks else None
         return self.decoder(queries, image_tokens, tgt_mask=mask)
 
@@ -108,7 +140,7 @@ class PrototypeGeneration(Objective):
         return match_slots(cost, valid, self.cfg.matcher)
 
     def forward(self, features, ctx):
-        view = features.extras[Need.PROTOTYPE_BANK.value]
+        view = features.extras[Need.PROTOTYPE_BANK.value].for_stage(ctx.stage)
         slots = self.cfg.num_queries
         targets, valid = view.prototypes[:, :slots], view.mask[:, :slots]       # code: cut to Q
         sentences = view.sentences[:, :slots]
@@ -123,8 +155,12 @@ class PrototypeGeneration(Objective):
         l1 = self._l1(paired, targets, valid)
         kl = self._kl(paired, sentences, valid, view.bank)
         pooled = view.pool(view.mix(paired), valid)
-        scale = self.logit_scale()
-        gpa = clip_loss(pooled, features.text_global, scale, self.cfg.gather)
+        if self.cfg.official_quirks:   # code: the stage's report vector (pooled prototypes), shared scale
+            report, scale = view.pool(targets, valid), published(features, "prior_global", "logit_scale",
+                                                                 "prototype_generation")
+        else:
+            report, scale = features.text_global, self.logit_scale()
+        gpa = clip_loss(pooled, report, scale, self.cfg.gather)
         return ObjectiveOutput(terms={"l1": l1, "kl": kl, "contrast": gpa})
 
     def _l1(self, paired: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
@@ -145,4 +181,5 @@ class PrototypeGeneration(Objective):
         return (per_slot * valid).sum() / valid.sum().clamp(min=1)
 
     def after_step(self, ctx) -> None:
-        self.logit_scale.clamp()
+        if self.logit_scale is not None:
+            self.logit_scale.clamp()

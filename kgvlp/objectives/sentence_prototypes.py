@@ -31,7 +31,7 @@ class SentencePrototypes(Objective):
     requires = frozenset({Need.PROTOTYPE_BANK})
 
     def forward(self, features, ctx):
-        view = features.extras[Need.PROTOTYPE_BANK.value]
+        view = features.extras[Need.PROTOTYPE_BANK.value].for_stage(ctx.stage)
         mask = view.mask
         error = (view.prototypes - view.sentences).abs().mean(-1)            # (B, S)
         loss = (error * mask).sum() / mask.sum().clamp(min=1)
