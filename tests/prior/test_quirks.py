@@ -1,6 +1,7 @@
 """``official_quirks: true`` differs from the default exactly where docs/prior.md says."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,7 +15,9 @@ from kgvlp.objectives.base import StepContext
 from kgvlp.objectives.masked_reconstruction import tokens_to_map
 from kgvlp.objectives.prior_global import PriorGlobal, PriorGlobalConfig
 from kgvlp.objectives.prior_local import PriorLocal, PriorLocalConfig
+from kgvlp.objectives.masked_reconstruction import MaskedReconstruction, MaskedReconstructionConfig
 from kgvlp.objectives.prototype_generation import PrototypeGeneration, PrototypeGenerationConfig
+from kgvlp.objectives.shared import publish
 from prior.helpers import bank_view, dims
 
 CTX = StepContext(step=0)
@@ -84,6 +87,8 @@ def generation_case(quirks: bool):
     objective.generate = lambda tokens: generated
     features = Features(image_tokens=torch.zeros(1, 4, 4), text_global=torch.randn(1, 4),
                         extras={"prototype_bank": view})
+    if quirks:   # the quirk InfoNCE uses prior_global's scale, which prior_global publishes
+        publish(features, "prior_global", "logit_scale", torch.tensor(100.0))
     return objective, features, sentences, generated, targets
 
 
@@ -121,3 +126,69 @@ def test_only_the_quirk_kl_trains_the_side_that_made_its_target(quirks):
     if quirks:
         kl.backward()
         assert sentences.grad.abs().sum() > 0
+
+
+def test_only_a_quirk_bank_cuts_what_its_readers_see_and_only_in_the_cut_stages():
+    sentences, mask = torch.randn(2, 5, 4), torch.ones(2, 5, dtype=torch.bool)
+    view = bank_view(sentences, mask, torch.randn(6, 4))
+    quirk = dataclasses.replace(view, cut_stages=("stage3",), cut_to=3)
+
+    assert view.for_stage("stage3") is view                 # default: nobody else cuts
+    assert quirk.for_stage("stage2") is quirk
+    cut = quirk.for_stage("stage3")
+    assert cut.prototypes.shape == (2, 3, 4) and cut.mask.shape == (2, 3) and cut.assignment.shape == (2, 3, 6)
+    torch.testing.assert_close(cut.sentences, sentences[:, :3])
+
+
+def reconstruction(quirks: bool) -> MaskedReconstruction:
+    torch.manual_seed(0)
+    return MaskedReconstruction(MaskedReconstructionConfig(official_quirks=quirks), dims(4, tokens=4, slots=3)).eval()
+
+
+def reconstruction_features() -> Features:
+    return Features(image_tokens=torch.randn(1, 4, 4), sentences=torch.randn(1, 3, 4),
+                    sentence_mask=torch.ones(1, 3, dtype=torch.bool), images=torch.randn(1, 1, 8, 8))
+
+
+def test_the_quirk_reconstruction_is_conditioned_on_prior_locals_patch_contexts():
+    default, quirk = reconstruction(False), reconstruction(True)
+    features = reconstruction_features()
+    contexts = torch.randn(1, 4, 4, requires_grad=True)
+    publish(features, "prior_local", "patch_context", contexts)
+
+    quirk(features, CTX).terms["image"].backward()
+
+    assert contexts.grad.abs().sum() > 0                      # the code trains prior_local's attention
+    assert hasattr(default, "conditioning") and not hasattr(quirk, "conditioning")
+    with pytest.raises(ValueError, match="prior_local"):
+        quirk(reconstruction_features(), CTX)
+
+
+def test_the_quirk_generation_contrasts_the_pooled_prototypes_with_prior_globals_scale():
+    default_objective, default_features, *_ = generation_case(False)
+    objective, features, *_ = generation_case(True)
+    shared = torch.tensor(100.0, requires_grad=True)
+    publish(features, "prior_global", "logit_scale", shared)
+    features.text_global = None                               # the quirk does not read it
+
+    objective(features, CTX).terms["contrast"].backward()
+
+    assert shared.grad is not None and objective.logit_scale is None
+    assert default_objective.logit_scale is not None
+    with pytest.raises(ValueError, match="prior_global"):
+        objective(Features(image_tokens=features.image_tokens, extras={"prototype_bank": features.extras[
+            "prototype_bank"]}), CTX)
+
+
+def test_the_quirk_decoder_embeds_the_queries_as_bert_with_berts_layer_norm_eps():
+    default, quirk = make_generation(False), make_generation(True)
+    norms = [m.eps for m in quirk.decoder.modules() if isinstance(m, torch.nn.LayerNorm)]
+
+    assert default.embeddings is None and all(m.eps == 1e-5 for m in default.decoder.modules()
+                                              if isinstance(m, torch.nn.LayerNorm))
+    assert norms and set(norms) == {1e-12} and quirk.embeddings.norm.eps == 1e-12
+    assert isinstance(quirk.decoder.layers[0].dropout, torch.nn.Identity)   # BERT: none inside the FFN
+    queries = quirk.queries[0]
+    expected = torch.nn.functional.layer_norm(queries + quirk.embeddings.token_type + quirk.embeddings.position,
+                                              (4,), quirk.embeddings.norm.weight, quirk.embeddings.norm.bias, 1e-12)
+    torch.testing.assert_close(quirk.embeddings(quirk.queries)[0], expected)
