@@ -47,6 +47,9 @@ class Objective(nn.Module):
     # term name → the Config field holding its relative weight (e.g. {"kl": "kl_weight"});
     # terms not listed count once. ``loss/<objective>/<term>`` logs the raw term.
     term_weights: ClassVar[dict[str, str]] = {}
+    # objectives whose published values this one reads (``kgvlp.objectives.shared``): they
+    # must be built and come before it; the ObjectiveSet checks it when it builds them.
+    reads_from: tuple[str, ...] = ()
 
     def __init__(self, cfg: ObjectiveConfig, dims: ModelDims):
         super().__init__()

@@ -100,6 +100,7 @@ class MaskedReconstruction(Objective):
                              f"loss {cfg.loss!r} (mse | l1)")
         self.grid = int(round(math.sqrt(dims.num_image_tokens)))
         if cfg.mode == "feature_dropout":
+            self.reads_from = ("prior_local",) if cfg.official_quirks else ()
             self.requires = frozenset({Need.IMAGE_TOKENS, Need.SENTENCES, Need.PIXELS})
             self._build_conv_decoder(dims)
         else:

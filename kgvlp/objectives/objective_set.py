@@ -44,6 +44,17 @@ class ObjectiveSet(nn.Module):
         self.configs = configs
         names = enabled_objectives(configs) if enabled is None else list(enabled)
         self.objectives = nn.ModuleDict({name: registry[name](configs[name], dims) for name in names})
+        self._check_readers()
+
+    def _check_readers(self) -> None:
+        """An objective reading another's published values runs after it (objectives run in order)."""
+        names = list(self.objectives)
+        for position, (name, objective) in enumerate(self.objectives.items()):
+            for owner in objective.reads_from:
+                if owner not in names[:position]:
+                    raise ValueError(f"objectives.{name}.official_quirks reads values {owner} computes in the "
+                                     f"same step (as the official code shares them): enable {owner} and list it "
+                                     f"before {name} under 'objectives' (order now: {', '.join(names)})")
 
     @property
     def requires(self) -> frozenset[Need]:

@@ -120,6 +120,7 @@ class PrototypeGeneration(Objective):
         self.decoder = nn.TransformerDecoder(layer, cfg.num_layers)
         # official_quirks: L_gpa uses prior_global's scale, so none of its own.
         self.logit_scale = None if quirks else LogitScale(cfg.temperature, cfg.max_scale)
+        self.reads_from = ("prior_global",) if quirks else ()
         self.fixed_assignment: np.ndarray | None = None   # tests/parity: (B, S) query per slot
 
     def generate(self, image_tokens: Tensor) -> Tensor:

@@ -6,7 +6,8 @@ generation InfoNCE uses the global alignment's scale. kgvlp's objectives are sep
 modules; to reproduce that coupling the owner publishes the tensor in
 ``features.extras["<owner>.<name>"]`` (graph included) and the reader takes it from there.
 The ObjectiveSet runs objectives in their ``objectives:`` order, so the owner must come
-first and run in the same steps.
+first (checked when it builds them, from each reader's ``reads_from``) and run in the same
+steps (checked here, when the value is read).
 """
 from __future__ import annotations
 

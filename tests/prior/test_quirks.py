@@ -192,3 +192,17 @@ def test_the_quirk_decoder_embeds_the_queries_as_bert_with_berts_layer_norm_eps(
     expected = torch.nn.functional.layer_norm(queries + quirk.embeddings.token_type + quirk.embeddings.position,
                                               (4,), quirk.embeddings.norm.weight, quirk.embeddings.norm.bias, 1e-12)
     torch.testing.assert_close(quirk.embeddings(quirk.queries)[0], expected)
+
+
+@pytest.mark.parametrize("reader,owner", [("prototype_generation", "prior_global"),
+                                          ("masked_reconstruction", "prior_local")])
+def test_a_quirk_reader_listed_before_the_objective_it_reads_fails_when_built(reader, owner):
+    from kgvlp.objectives import REGISTRY
+    from kgvlp.objectives.objective_set import ObjectiveSet
+    configs = {reader: REGISTRY[reader].Config(official_quirks=True), owner: REGISTRY[owner].Config()}
+    if reader == "prototype_generation":
+        configs[reader].num_queries, configs[reader].num_layers, configs[reader].num_heads = 3, 1, 1
+
+    with pytest.raises(ValueError, match=f"{reader}.official_quirks.*list it before {reader}"):
+        ObjectiveSet(configs, REGISTRY, dims(4, tokens=4, slots=3))
+    ObjectiveSet(dict(reversed(list(configs.items()))), REGISTRY, dims(4, tokens=4, slots=3))   # owner first
