@@ -43,6 +43,7 @@ def load_fixture(stage: str, batch: int) -> dict[str, torch.Tensor]:
 class FixedImageEncoder(nn.Module):
     """An image encoder whose backbone output is the fixture's (layer4 tokens, attention-
     pooled vector); kgvlp's PRIOR projections follow (``add_projections``, ``_projected``)."""
+    family = "cnn"      # a ResNet's layer4: uniform patch weights
 
     def __init__(self, tokens: torch.Tensor, global_vector: torch.Tensor):
         super().__init__()
