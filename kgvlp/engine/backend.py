@@ -14,6 +14,7 @@ from typing import get_args
 import torch
 
 from kgvlp.config.schema import Precision, TrainerConfig
+from kgvlp.engine.accumulation import accumulate
 from kgvlp.files import write_text_atomic
 
 
@@ -129,7 +130,9 @@ def deepspeed_config(trainer: TrainerConfig, micro_batch: int) -> dict:
     half = HALF_WEIGHTS.get(trainer.precision)
     return {
         "train_micro_batch_size_per_gpu": micro_batch,
-        "gradient_accumulation_steps": trainer.grad_accum,
+        # trainer.grad_accum is kgvlp's own (kgvlp/engine/accumulation.py: the objectives see
+        # all micro-batches at once); DeepSpeed sees one step of several backward calls.
+        "gradient_accumulation_steps": 1,
         "gradient_clipping": trainer.grad_clip,
         "zero_optimization": {"stage": trainer.zero_stage},
         # "bf16" is torch.autocast over fp32 weights (see DeepSpeedBackend.forward): measured
@@ -212,7 +215,10 @@ class DeepSpeedBackend:
         # context opened here would be switched off inside DeepSpeed's forward.
         return self.engine(batch.to(self.device, self.image_dtype), ctx)
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, boundary: bool = True) -> None:
+        """Backpropagate ``loss``; ``boundary`` False for all but the last backward of an
+        optimizer step (ZeRO then reduces the accumulated gradients once, at the last)."""
+        self.engine.set_gradient_accumulation_boundary(boundary)
         self.engine.backward(loss)
 
     def step(self) -> bool:
@@ -220,6 +226,22 @@ class DeepSpeedBackend:
         boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.step()
         return boundary
+
+    def train_step(self, batches: list, ctx) -> tuple[torch.Tensor, dict]:
+        """Forward, backward and optimizer step over the micro-batches of one step: one
+        batch directly; several through ``accumulate`` (the objectives see them all at once)."""
+        if len(batches) == 1:
+            loss, logs = self.forward(batches[0], ctx)
+            self.backward(loss)
+        else:
+            batches = [batch.to(self.device, self.image_dtype) for batch in batches]   # moved once
+            loss, logs = accumulate(
+                batches, encode=lambda batch: self.engine(batch, ctx, part="samples"),
+                loss_of=lambda features: self.engine(features, ctx, part="loss"),
+                backward=lambda tensor, last: self.backward(tensor, boundary=last),
+                module=self.engine.module, device=self.device)
+        self.step()
+        return loss, logs
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self, directory: Path, step: int, client_state: dict, keep: int) -> Path:

@@ -221,28 +221,34 @@ class Trainer:
         return mean
 
     def train(self) -> TrainResult:
-        """For each micro-batch: the schedule's context, forward, backward, step; after each
-        optimizer step: the model's ``after_step``, then logs and checkpoints when due."""
-        window = LogWindow(pairs_per_step=self.cfg.data.batch_size * self.world * self.cfg.trainer.grad_accum)
+        """Every ``grad_accum`` micro-batches: the schedule's context, then one optimizer step
+        on all of them (the objectives see the whole configured batch, batch_size × world ×
+        grad_accum: kgvlp/engine/accumulation.py); after it the model's ``after_step``, then
+        logs and checkpoints when due. Micro-batches left at an epoch's end join the next."""
+        accum = self.cfg.trainer.grad_accum
+        window = LogWindow(pairs_per_step=self.cfg.data.batch_size * self.world * accum)
+        pending: list = []
         with progress_bar(self.cfg.trainer.progress and self.rank == 0) as bar:
             task = bar.add_task(self.cfg.name, total=self.max_steps, completed=self.step, status="")
             while self.step < self.max_steps:
                 window.restart_clock()
                 for batch in self._loader():
+                    pending.append(batch)
+                    self.skipped_samples += batch.skipped
+                    self.micro_step += 1
+                    if len(pending) < accum:
+                        continue
                     ctx = self.schedule.at(self.step)
                     if ctx.stage and ctx.stage != window.stage and self.rank == 0:
                         bar.console.print(f"stage [bold]{ctx.stage}[/] from step {self.step}")
                     window.stage = ctx.stage
                     self.backend.set_lr(ctx.lr)
-                    loss, logs = self.backend.forward(batch, ctx)
-                    self.backend.backward(loss)
-                    self.skipped_samples += batch.skipped
-                    self.micro_step += 1
-                    if self.backend.step():                     # an optimizer step happened
-                        self.model.after_step(ctx)
-                        self.step += 1
-                        self._record(window, logs, ctx.lr, lambda row: bar.update(
-                            task, completed=self.step, status=_status(row)))
+                    loss, logs = self.backend.train_step(pending, ctx)
+                    pending = []
+                    self.model.after_step(ctx)
+                    self.step += 1
+                    self._record(window, logs, ctx.lr, lambda row: bar.update(
+                        task, completed=self.step, status=_status(row)))
                     if self.step >= self.max_steps:
                         break
                 else:

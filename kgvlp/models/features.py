@@ -1,10 +1,13 @@
 """What the model computes for the objectives, and the vocabulary objectives ask for it with."""
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -50,7 +53,9 @@ class Features:
     labels:         (B, F)         multi-hot finding labels (datasets that have them)
     extras:         features provided by services (view 2, masked view, divergence
                     encoders, memory bank, entities), keyed by ``Need`` value; each
-                    service documents the typed object it puts here.
+                    service documents the typed object it puts here: a dataclass whose
+                    ``batch_independent`` ClassVar names the fields that are not one row
+                    per sample (a bank, a queue; see ``concat``).
     """
     image_global: Tensor | None = None
     image_tokens: Tensor | None = None
@@ -85,6 +90,72 @@ class Features:
     @property
     def device(self):
         return self._first().device
+
+    @classmethod
+    def concat(cls, parts: Sequence["Features"]) -> "Features":
+        """The features of several micro-batches as those of one batch (gradient
+        accumulation, kgvlp/engine/accumulation.py): per-sample tensors are concatenated
+        along dim 0 (differentiably); a service's ``batch_independent`` fields (a bank, a
+        queue, a callable) are the same for every micro-batch and are taken from the first."""
+        return _concat_rows(list(parts))
+
+    def map_tensors(self, fn: Callable[[Tensor], Tensor]) -> "Features":
+        """A copy with ``fn`` applied to every tensor, the extras' fields included."""
+        return _map_tensors(self, fn)
+
+    def tensors(self) -> Iterator[tuple[str, Tensor]]:
+        """(path, tensor) of every tensor, in a fixed order: ``image_global``,
+        ``extras.divergence.image_vector``, …; two Features of the same model share paths."""
+        yield from _named_tensors(self, ())
+
+
+def _fields(value) -> list[str]:
+    return [f.name for f in dataclasses.fields(value)]
+
+
+def _batch_independent(value) -> frozenset[str]:
+    if isinstance(value, Features):
+        return frozenset()
+    if not hasattr(type(value), "batch_independent"):
+        raise TypeError(f"{type(value).__name__} (a service's feature object) declares no "
+                        "'batch_independent' ClassVar: name the fields that are not one row per "
+                        "sample (frozenset() if none), so micro-batches can be concatenated")
+    return type(value).batch_independent
+
+
+def _concat_rows(parts: list):
+    first = parts[0]
+    if isinstance(first, Tensor):
+        return torch.cat(parts, dim=0)
+    if isinstance(first, dict):
+        return {key: _concat_rows([part[key] for part in parts]) for key in first}
+    if dataclasses.is_dataclass(first) and not isinstance(first, type):
+        shared = _batch_independent(first)
+        values = {name: getattr(first, name) if name in shared or getattr(first, name) is None
+                  else _concat_rows([getattr(part, name) for part in parts]) for name in _fields(first)}
+        return type(first)(**values)
+    return first          # None, ints, callables: the same for every micro-batch
+
+
+def _map_tensors(value, fn):
+    if isinstance(value, Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {key: _map_tensors(item, fn) for key, item in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return type(value)(**{name: _map_tensors(getattr(value, name), fn) for name in _fields(value)})
+    return value
+
+
+def _named_tensors(value, path: tuple[str, ...]) -> Iterator[tuple[str, Tensor]]:
+    if isinstance(value, Tensor):
+        yield ".".join(path), value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _named_tensors(item, (*path, str(key)))
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for name in _fields(value):
+            yield from _named_tensors(getattr(value, name), (*path, name))
 
 
 @dataclass

@@ -151,6 +151,11 @@ class VLPModel(nn.Module):
 
     def encode(self, batch: Batch, needs: frozenset[Need] | None = None) -> Features:
         needs = close_needs(needs) if needs is not None else self.needs
+        return self.complete(self.encode_samples(batch, needs), needs)
+
+    def encode_samples(self, batch: Batch, needs: frozenset[Need]) -> Features:
+        """The features each sample has on its own (encoders, words, sentences, the services'
+        ``provide``): what gradient accumulation caches per micro-batch and concatenates."""
         features = Features()
         if needs & IMAGE_NEEDS:
             image = self.image_encoder(batch.images)
@@ -184,24 +189,56 @@ class VLPModel(nn.Module):
             sentence = merge_words((batch.sentence_index + 1) * (batch.word_index >= 0), batch.word_index, slots)
             pieces = merge_words((batch.word_index >= 0).long(), batch.word_index, slots).clamp(min=1)
             features.word_sentence_index = sentence // pieces - 1
-        if Need.IMAGE_EMBED in needs:
-            features.image_embed = self.projections.image(features.image_global)
-        if Need.TEXT_EMBED in needs:
-            features.text_embed = self.projections.text(features.text_global)
         for service in self.services.values():  # built in dependency order
             if service.provides in needs:
                 features.extras[service.provides.value] = service.provide(self, batch, features)
         return features
 
-    def forward(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, dict[str, Tensor]]:
-        """Only the objectives active at this step run, on only the features they read: a
+    def complete(self, features: Features, needs: frozenset[Need]) -> Features:
+        """What couples the samples of the whole batch, computed once per optimizer step: the
+        shared projections (their BatchNorm normalises over the batch) and the services'
+        ``complete`` (heads with BatchNorm, state staged for ``after_step``)."""
+        if Need.IMAGE_EMBED in needs:
+            features.image_embed = self.projections.image(features.image_global)
+        if Need.TEXT_EMBED in needs:
+            features.text_embed = self.projections.text(features.text_global)
+        for service in self.services.values():
+            if service.provides in needs:
+                key = service.provides.value
+                features.extras[key] = service.complete(self, features, features.extras[key])
+        return features
+
+    def forward(self, batch: Batch | Features, ctx: StepContext,
+                part: str = "step") -> tuple[Tensor, dict[str, Tensor]] | Features:
+        """``part`` "step": loss and logs of ``batch``. Gradient accumulation
+        (kgvlp/engine/accumulation.py) splits it in two, each through the engine's forward:
+        "samples" gives ``encode_samples`` of a micro-batch; "loss" takes the concatenated
+        ``Features`` of all micro-batches and returns the loss and logs of the whole batch.
+
+        Only the objectives active at this step run, on only the features they read: a
         service no active objective needs is skipped too (its parameters get zero gradients,
         as the objectives' do)."""
+        active, needs = self._step_plan(ctx)
+        if part == "samples":
+            return self.encode_samples(batch, needs)
+        if part == "loss":
+            return self._loss(batch, ctx, active, needs)
+        if part != "step":
+            raise ValueError(f"VLPModel.forward: part {part!r} (step | samples | loss)")
+        return self._loss(self.encode_samples(batch, needs), ctx, active, needs)
+
+    def _step_plan(self, ctx: StepContext) -> tuple[list[str], frozenset[Need]]:
+        """The objectives active at this step and the features they need."""
         active = self.objectives.active(ctx)
         if len(active) == len(self.objectives.objectives):
-            return self.objectives(self.encode(batch), ctx, active)
-        needs = self.needs_of(self.objectives.requires_of(active))
-        loss, logs = self.objectives(self.encode(batch, needs), ctx, active)
+            return active, self.needs
+        return active, self.needs_of(self.objectives.requires_of(active))
+
+    def _loss(self, features: Features, ctx: StepContext, active: list[str],
+              needs: frozenset[Need]) -> tuple[Tensor, dict[str, Tensor]]:
+        loss, logs = self.objectives(self.complete(features, needs), ctx, active)
+        if len(active) == len(self.objectives.objectives):
+            return loss, logs
         idle = [service for service in self.services.values() if service.provides not in needs]
         return loss + zero_gradient(*idle, device=loss.device), logs
 

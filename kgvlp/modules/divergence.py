@@ -17,7 +17,7 @@ partitions for the update through ``modifiable``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -44,12 +44,17 @@ class DivergenceConfig(ServiceConfig):
 class DivergenceFeatures:
     """image_embed/text_embed: (B, 128) L2-normalised divergence embeddings (no gradient) of
     view 2 and of the report. queue_image/queue_text: (Q, 128) earlier global batches (zeros
-    where not yet filled) and queue_valid (Q,) bool, or None without a queue."""
-    image_embed: Tensor
-    text_embed: Tensor
+    where not yet filled) and queue_valid (Q,) bool, or None without a queue.
+    image_vector/text_vector: (B, Di)/(B, Dt) the copies' backbone vectors, from which the
+    copied heads (BatchNorm over the whole batch) make the embeddings in ``complete``."""
+    batch_independent: ClassVar[frozenset[str]] = frozenset({"queue_image", "queue_text", "queue_valid"})
+    image_embed: Tensor | None = None
+    text_embed: Tensor | None = None
     queue_image: Tensor | None = None
     queue_text: Tensor | None = None
     queue_valid: Tensor | None = None
+    image_vector: Tensor | None = None
+    text_vector: Tensor | None = None
 
 
 class DivergenceQueues(nn.Module):
@@ -132,20 +137,29 @@ class DivergenceEncoders(Service):
         super()._load_from_state_dict(*args, **kwargs)
 
     def provide(self, model, batch, features: Features) -> DivergenceFeatures:
+        """The copies' backbone vectors of view 2 and of the report (sample by sample)."""
         if batch.images_view2 is None:
             raise ValueError("the divergence encoders need a second augmented view: set data.second_view: "
                              "true (the Trainer does this when model.wants_second_view)")
         self._sync(model)
-        online_dtype = features.image_embed.dtype
+        online_dtype = features.image_global.dtype
         with torch.no_grad(), EMAModule.compute_like(online_dtype, batch.images_view2.device):
             image = self.image_encoder(batch.images_view2).global_vector
             if self.text_encoder is None:
                 text = features.text_global.detach()
             else:
                 text = self.text_encoder(batch.input_ids, batch.attention_mask).global_vector
+        return DivergenceFeatures(image_vector=image, text_vector=text)
+
+    def complete(self, model, features: Features, value: DivergenceFeatures) -> DivergenceFeatures:
+        """The copied heads on the whole batch (their BatchNorm normalises over it, as the
+        online heads' do), the queue as it stands, and this batch staged for the queue."""
+        online_dtype = features.image_embed.dtype
+        with torch.no_grad(), EMAModule.compute_like(online_dtype, value.image_vector.device):
             heads = self.projections.shadow
-            out = DivergenceFeatures(image_embed=heads.image(image).to(online_dtype),
-                                     text_embed=heads.text(text).to(online_dtype))
+            out = DivergenceFeatures(image_embed=heads.image(value.image_vector).to(online_dtype),
+                                     text_embed=heads.text(value.text_vector).to(online_dtype),
+                                     image_vector=value.image_vector, text_vector=value.text_vector)
         if self.queues is not None:
             out.queue_image, out.queue_text, out.queue_valid = self.queues.view()
             if self.training:

@@ -16,7 +16,7 @@ the bank and warns once. A bank built for another graph fails on load naming bot
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import ClassVar, List, Optional
 
 import numpy as np
 import torch
@@ -63,6 +63,7 @@ class EntityFeatures:
     category:  (B, E) long knowledge category (k-means cluster), -1 if none
     category_vectors: (K, Dt) projected k-means centroids, one per category
     """
+    batch_independent: ClassVar[frozenset[str]] = frozenset({"category_vectors"})
     ids: Tensor
     valid: Tensor
     vectors: Tensor

@@ -12,6 +12,7 @@ ViT encoders only: a CNN cannot skip hidden patches; PRIOR's ResNet reconstructi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +32,7 @@ class MaskedView:
     """tokens: (B, V, D) encoder output on the V visible patches (no [CLS]), in kept order;
     keep_index: (B, V) long patch positions of those tokens; hidden: (B, P) bool, True on
     hidden patches; grid: patches per side; patch_size: pixels per patch side."""
+    batch_independent: ClassVar[frozenset[str]] = frozenset()   # grid, patch_size: plain ints
     tokens: Tensor
     keep_index: Tensor
     hidden: Tensor

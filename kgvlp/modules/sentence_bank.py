@@ -20,7 +20,7 @@ current sentence feature (same draw on every rank), off by default (PRIOR has no
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, List
+from typing import Callable, ClassVar, List
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +65,7 @@ class SentenceBankView:
     cut_stages / cut_to: stages whose readers see only the first ``cut_to`` sentence slots
           (``official_quirks``); read through ``for_stage``
     """
+    batch_independent: ClassVar[frozenset[str]] = frozenset({"bank", "usage", "idle_steps"})
     sentences: Tensor
     mask: Tensor
     logits: Tensor
@@ -130,8 +131,6 @@ class SentenceBank(Service):
     def provide(self, model, batch, features: Features) -> SentenceBankView:
         sentences, mask = features.sentences, features.sentence_mask
         logits, assignment, prototypes = self.mix(sentences)
-        if self.training:
-            self._stage(assignment.detach(), mask, sentences.detach())
         pool = model.text_encoder.sentence_pool or masked_mean
         cut_stages = tuple(self.cfg.cut_stages) if self.cfg.official_quirks else ()
         return SentenceBankView(sentences=sentences, mask=mask, logits=logits, assignment=assignment,
@@ -140,11 +139,14 @@ class SentenceBank(Service):
                                 mix=lambda x: self.mix(x)[2], pool=pool, cut_stages=cut_stages,
                                 cut_to=self.cfg.cut_to)
 
-    def _stage(self, assignment: Tensor, mask: Tensor, sentences: Tensor) -> None:
-        """Count this micro-batch's argmax assignments (summed over accumulation steps)."""
-        counts = assignment_counts(assignment, mask, self.cfg.size).to(self.usage.dtype)
-        self._counts = counts if self._counts is None else self._counts + counts
-        self._sentences = (sentences, mask)
+    def complete(self, model, features: Features, value: SentenceBankView) -> SentenceBankView:
+        """Stage the whole batch's argmax assignments (and sentences, for re-initialisation)
+        for ``after_step``: once per optimizer step, all micro-batches included."""
+        if self.training:
+            counts = assignment_counts(value.assignment.detach(), value.mask, self.cfg.size)
+            self._counts = counts.to(self.usage.dtype)
+            self._sentences = (value.sentences.detach(), value.mask)
+        return value
 
     @torch.no_grad()
     def after_step(self, model, ctx) -> None:
