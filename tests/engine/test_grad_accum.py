@@ -27,7 +27,7 @@ ATOL = 1e-9          # float64: what is left is the order of additions (cat vs. 
 # epoch 2: after CPA's prototype freeze; stage "s3": PRIOR's objectives read the bank.
 CTX = StepContext(step=10, epoch=2.0, stage="s3", max_steps=100)
 
-TEXT = TextEncoderConfig(max_length=32, num_layers=2, dropout=0.0)
+TEXT = TextEncoderConfig(max_length=32, num_layers=1, dropout=0.0)
 VIT = ImageEncoderConfig(name="vit_test", image_size=64)
 
 
@@ -56,7 +56,7 @@ def prior(bank=None, mode: str = "feature_dropout"):
     width = 32
     model = ModelConfig(
         image=ImageEncoderConfig(name="vit_test", image_size=64, projection_dim=width),
-        text=TextEncoderConfig(max_length=32, num_layers=2, dropout=0.0, projection_dim=width,
+        text=TextEncoderConfig(max_length=32, num_layers=1, dropout=0.0, projection_dim=width,
                                global_pool="sentence_attention"),
         services={"sentence_bank": SERVICES["sentence_bank"].Config(size=16)})
     if mode == "patch_mask":
@@ -157,7 +157,7 @@ def kept_graph_step(model: VLPModel, batches):
 def test_the_re_forward_replays_the_encoders_random_draws(tokenizer, reports):
     """With dropout on, the replayed micro-batches draw the masks of the cached pass: the
     gradients equal those of keeping every micro-batch's graph."""
-    text = TextEncoderConfig(max_length=32, num_layers=2, dropout=0.3)
+    text = TextEncoderConfig(max_length=32, num_layers=1, dropout=0.3)
     cfg = ModelConfig(image=VIT, text=text)
     batch = make_plain_batch(tokenizer, reports, size=MICRO * K).to(torch.device("cpu"), torch.float64)
 
@@ -189,3 +189,35 @@ def test_cnn_batchnorm_statistics_count_each_micro_batch_once(tokenizer, reports
     assert_same_step(got, want)
     tracked = [v for k, v in got["buffers"].items() if k.startswith("image_encoder") and k.endswith("num_batches_tracked")]
     assert tracked and all(int(v) == K for v in tracked)
+
+
+# -- through the trainer and DeepSpeed ---------------------------------------------------------
+
+def test_the_trainer_with_grad_accum_trains_like_the_batch_it_accumulates(tmp_path):
+    """One process, ZeRO-0, float32: batch 2 × grad_accum 2 logs the losses of batch 4
+    (the same samples: the sampler's permutation does not depend on the batch size). Not
+    closer than float32 allows: encoding 2 rows instead of 4 rounds differently and the
+    heads' BatchNorm amplifies it (measured 8e-5 at step 1; the float64 tests above are the
+    exact check). Micro-batch negatives would be off by ~log 2."""
+    from engine.runs import losses, train
+    four = train(str(tmp_path / "four"), ["trainer.max_steps=3", "data.batch_size=4"])
+    two_by_two = train(str(tmp_path / "accum"), ["trainer.max_steps=3", "data.batch_size=2",
+                                                 "trainer.grad_accum=2"])
+    assert losses(two_by_two)[1] == pytest.approx(losses(four)[1], abs=5e-4)
+    for step, value in losses(four).items():
+        assert losses(two_by_two)[step] == pytest.approx(value, abs=1e-2), step
+    assert [row["pairs_per_s"] > 0 for row in two_by_two] == [True] * 3
+
+
+@pytest.mark.parametrize("zero_stage", [2])
+def test_two_ranks_with_grad_accum_train_like_one_process_on_the_whole_batch(tmp_path, zero_stage):
+    """2 gloo ranks × batch 2 × grad_accum 2 = one process on batch 8: global negatives and
+    Sinkhorn over all 8, gradients reduced once per step by ZeRO (float32; the tolerances
+    of test_training's two-rank test, whose first step is exact to rounding)."""
+    from engine.runs import losses, run_ranks, train
+    one = train(str(tmp_path / "one"), ["trainer.max_steps=3", "data.batch_size=8"])
+    two = run_ranks(2, tmp_path / "two", ["trainer.max_steps=3", "data.batch_size=2", "trainer.grad_accum=2",
+                                          f"trainer.zero_stage={zero_stage}"], "full")
+    assert losses(two)[1] == pytest.approx(losses(one)[1], abs=1e-4)
+    for step, value in losses(two).items():
+        assert value == pytest.approx(losses(one)[step], abs=1e-2), step
