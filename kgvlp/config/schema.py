@@ -139,6 +139,8 @@ class TrainerConfig:
     warmup_ratio: float = 0.4         # MGCA's LinearWarmupCosineAnnealing: 40% of steps
     zero_stage: Literal[0, 1, 2, 3] = 0
     precision: Precision = "fp32"     # fp32 | bf16 (autocast, fp32 weights) | bf16-weights | fp16
+    # Micro-batches per optimizer step; the objectives see all of them at once (the
+    # contrastive batch is batch_size × world × grad_accum: kgvlp/engine/accumulation.py).
     grad_accum: int = 1
     grad_clip: float = 0.0            # 0 = off
     activation_checkpointing: bool = False
