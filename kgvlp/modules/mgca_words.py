@@ -21,6 +21,7 @@ code's from '##' prefixes; on kgvlp's cleaned text (``\\w+`` words) the two agre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -34,6 +35,7 @@ from kgvlp.modules.service import Service, ServiceConfig
 class WordSlots:
     """tokens (B, L−1, D) summed piece states; weights (B, L−1) shifted [CLS] attention;
     mask (B, L−1) bool, True on words and on [SEP] (the official ``!= "[PAD]"``)."""
+    batch_independent: ClassVar[frozenset[str]] = frozenset()   # every field is one row per sample
     tokens: Tensor
     weights: Tensor
     mask: Tensor

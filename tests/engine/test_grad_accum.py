@@ -46,6 +46,14 @@ def mgca():
         ita={}, cta={"hidden_dim": 64}, cpa={"num_prototypes": 8, "freeze_prototypes_epochs": 0.5})
 
 
+def mgca_official_quirks():
+    """The official code's layout: word slots from the mgca_words service, per-GPU heads."""
+    quirks = {"official_quirks": True}
+    return ModelConfig(image=VIT, text=TEXT, sync_batchnorm=False), configs(
+        ita=quirks, cta={"hidden_dim": 64, **quirks},
+        cpa={"num_prototypes": 8, "freeze_prototypes_epochs": 0.5, **quirks})
+
+
 def mlip(bank):
     services = {"knowledge_bank": bank_config(bank), "divergence": DivergenceConfig(queue_size=12)}
     return ModelConfig(image=VIT, text=TEXT, services=services), configs(
@@ -67,7 +75,7 @@ def prior(bank=None, mode: str = "feature_dropout"):
         prototype_generation={"num_layers": 2, "num_heads": 4, "num_queries": 4})
 
 
-GROUPS = {"mgca": mgca, "mlip": mlip, "prior": prior, "prior_patch_mask": lambda bank: prior(mode="patch_mask")}
+GROUPS = {"mgca": mgca, "mgca_official_quirks": mgca_official_quirks, "mlip": mlip, "prior": prior, "prior_patch_mask": lambda bank: prior(mode="patch_mask")}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +87,7 @@ def bank(tmp_path_factory):
 
 def build(group: str, bank) -> VLPModel:
     maker = GROUPS[group]
-    model_cfg, objective_cfgs = maker(bank) if group != "mgca" else maker()
+    model_cfg, objective_cfgs = maker() if group.startswith("mgca") else maker(bank)
     torch.manual_seed(0)
     return VLPModel(model_cfg, objective_cfgs, REGISTRY).double()
 
@@ -126,7 +134,7 @@ def assert_same_step(got: dict, want: dict) -> None:
 
 @pytest.mark.parametrize("group", list(GROUPS))
 def test_four_micro_batches_equal_one_batch_of_four_times_the_size(group, bank, tokenizer, reports):
-    """mgca: ita, cta, cpa (Sinkhorn); mlip: mlip_global (divergence queue), category_contrast,
+    """mgca: ita, cta, cpa (Sinkhorn), also with the official quirks; mlip: mlip_global (divergence queue), category_contrast,
     itm, text_swap, tkp_alignment; prior: prior_global, prior_local, sentence_prototypes
     (bank usage), masked_reconstruction, prototype_generation; and the MAE masked view."""
     batch = whole_batch(group, tokenizer, reports)
@@ -137,6 +145,25 @@ def test_four_micro_batches_equal_one_batch_of_four_times_the_size(group, bank, 
         got = after_one_step(accumulated, lambda: cached_step(accumulated, micro_batches(batch)))
         assert_same_step(got, want)
     assert {key.split("/")[1] for key in want["logs"] if key.startswith("weighted/")} == set(one.objectives.objectives)
+
+
+def test_a_service_feature_without_batch_independent_fields_cannot_be_concatenated():
+    """A service's typed feature object must say which fields are not one row per sample
+    (a bank, a queue): concatenating it would otherwise silently repeat them k times."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class BankView:
+        assignment: torch.Tensor
+        bank: torch.Tensor
+
+    parts = [Features(extras={"bank": BankView(torch.ones(2, 3), torch.ones(3, 4))}) for _ in range(2)]
+    with pytest.raises(TypeError, match="BankView.*batch_independent"):
+        Features.concat(parts)
+
+    BankView.batch_independent = frozenset({"bank"})
+    joined = Features.concat(parts).extras["bank"]
+    assert joined.assignment.shape == (4, 3) and joined.bank.shape == (3, 4)
 
 
 def _backward(result):
