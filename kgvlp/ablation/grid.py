@@ -24,7 +24,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -56,6 +56,9 @@ class EvalSpec:
     # another seed gives a held-out set, a larger n a larger labelled pool for 1%.
     synth_n: Optional[int] = None
     synth_seed: Optional[int] = None
+    # SynthCXR difficulty knobs of the downstream set (data.synth keys, e.g. {omit_from_reports:
+    # []}); None = the run's data.synth. Checked against the schema when the grid loads.
+    synth: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -378,6 +381,12 @@ def _validate_eval(spec: EvalSpec) -> None:
             raise GridError(f"eval.tasks: unknown task(s) {unknown}; valid choices: {', '.join(TASKS)}")
     elif spec.suite not in SUITES:
         raise GridError(f"eval.suite: unknown suite {spec.suite!r}; valid choices: {', '.join(SUITES)}")
+    if spec.synth is not None:
+        from kgvlp.config.loader import check_synth_knobs
+        try:
+            check_synth_knobs(spec.synth, where="eval.synth")
+        except ConfigError as err:
+            raise GridError(str(err)) from None
 
 
 def baseline_selector(grid: Grid, baseline: Any) -> dict[str, str]:

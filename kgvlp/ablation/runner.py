@@ -17,6 +17,7 @@ import sys
 import time
 import traceback
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 
 from kgvlp.ablation.grid import CheckpointPolicy
@@ -117,6 +118,10 @@ def _evaluate(folder: Path, spec: dict) -> dict:
     from kgvlp.eval import ProbeConfig, evaluate
     ev = spec["eval"]
     data_kwargs = {key: ev[key] for key in ("synth_n", "synth_seed") if ev.get(key) is not None}
+    if ev.get("synth") is not None:   # the downstream set's knobs: the run's data.synth, then these
+        from kgvlp.config import load_experiment
+        run_knobs = asdict(load_experiment(spec["base"], spec["overrides"]).config.data.synth)
+        data_kwargs["synth"] = {**run_knobs, **ev["synth"]}
     results = evaluate(folder, ev["data"], tasks=ev["tasks"], suite=ev["suite"], out_dir=folder / "eval",
                        fractions=ev["fractions"], seeds=ev["seeds"], baselines=ev["baselines"],
                        progress=False, probe=ProbeConfig(max_epochs=ev["max_epochs"]),

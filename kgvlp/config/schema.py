@@ -12,7 +12,7 @@ from omegaconf import II
 
 # Options with a fixed set of values: omegaconf checks a Literal at load time and names the
 # valid choices. Registries elsewhere read these (kgvlp.data.DATASETS, backend.PRECISIONS).
-ImageEncoderName = Literal["vit_test", "vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16",
+ImageEncoderName = Literal["vit_test", "vit_science_patch8", "vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16",
                            "resnet50", "resnet_test"]          # kgvlp/models/image.py
 DatasetName = Literal["synthcxr", "mimic_cxr", "iu_xray", "chexpert", "rsna_pneumonia", "covidx",
                       "siim_acr", "object_cxr"]
@@ -89,6 +89,31 @@ class AugmentConfig:
     horizontal_flip: bool = False     # off: laterality matters in radiographs
 
 
+SynthFinding = Literal["cardiomegaly", "pleural_effusion", "pneumothorax", "consolidation", "nodule", "mass",
+                       "atelectasis", "edema", "support_devices"]   # kgvlp/data/synth/findings.py LABEL_NAMES
+
+
+@dataclass
+class SynthConfig:
+    """SynthCXR difficulty knobs (docs/data.md, "Difficulty knobs"). The defaults draw exactly
+    the studies of generator version 1; any other value is part of the cache folder's name.
+    Ranges are checked at load (kgvlp/config/loader.py SYNTH_RANGES)."""
+    contrast: float = 1.0             # × every finding's density change (0.5: half as visible)
+    finding_size: float = 1.0         # × nodule/mass diameter, consolidation/edema spread, atelectasis
+                                      #   length, effusion height, pneumothorax depth, heart growth
+    prevalence: float = 1.0           # × each finding's probability of occurring (capped at 1)
+    max_findings: Optional[int] = None  # keep at most N finding instances per study (None: no cap)
+    location_spread: float = 1.0      # 1: a focal finding anywhere in its lobe; 0: at the lobe's centre
+    pose_jitter: float = 1.0          # × the patient's random shift, rotation and size range
+    paraphrase: float = 1.0           # share of each sentence's wordings used (0: the first only)
+    negation_rate: float = 1.0        # chance each negation sentence of an absent finding is written
+    hedge_rate: float = 1.0           # × the chance a present finding is hedged ("may represent …")
+    label_noise: float = 0.0          # chance each stored label is flipped (image and report stay true)
+    # Findings never named in any report (present or negated); images and labels keep them,
+    # so a model meets them only through prompts or the knowledge bank (held-out zero-shot).
+    omit_from_reports: List[SynthFinding] = field(default_factory=list)
+
+
 @dataclass
 class DataConfig:
     dataset: DatasetName = "synthcxr"
@@ -97,6 +122,7 @@ class DataConfig:
     synth_n: int = 2000
     synth_seed: int = 0
     synth_image_size: int = 256
+    synth: SynthConfig = field(default_factory=SynthConfig)   # SynthCXR difficulty knobs
     split: str = "pretrain"
     resize: int = 256                 # long side after padding to square (MGCA: 256)
     image_size: int = II("model.image.image_size")  # crop fed to the model

@@ -21,6 +21,9 @@ def register(subparsers) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=positive_int, default=256, help="image side in pixels (224–512)")
     synth.add_argument("--workers", type=positive_int, default=None)
+    synth.add_argument("--knob", action="append", default=[], metavar="KEY=VALUE",
+                       help="difficulty knob (data.synth keys, docs/data.md), e.g. contrast=0.5 or "
+                            "omit_from_reports='[\"nodule\"]' (JSON values)")
     synth.set_defaults(func=_synth)
 
     prepare = subparsers.add_parser("prepare", help="decode a real dataset once into an image cache")
@@ -44,10 +47,28 @@ def register(subparsers) -> None:
     show.set_defaults(func=_show)
 
 
+def _knobs(items: list[str]):
+    from omegaconf import OmegaConf
+    from kgvlp.config.loader import check_synth_knobs
+    from kgvlp.config.schema import SynthConfig
+    knobs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--knob {item!r}: expected KEY=VALUE")
+        try:
+            knobs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise SystemExit(f"--knob {item!r}: the value is not JSON") from None
+    check_synth_knobs(knobs, where="--knob")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SynthConfig), knobs))
+
+
 def _synth(args) -> None:
     from kgvlp.data.synth.generate import generate_synthcxr
     start = time.perf_counter()
-    out = generate_synthcxr(args.out, args.n, args.seed, args.size, workers=args.workers)
+    out = generate_synthcxr(args.out, args.n, args.seed, args.size, workers=args.workers,
+                            knobs=_knobs(args.knob))
     print(f"wrote {args.n} studies to {out} in {time.perf_counter() - start:.1f} s")
 
 

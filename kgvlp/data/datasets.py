@@ -37,7 +37,7 @@ def resolve_root(cfg: DataConfig, progress: bool = True) -> Path:
     if cfg.dataset == "synthcxr":
         from kgvlp.data.synth.generate import ensure_synthcxr
         return ensure_synthcxr(cfg.cache_dir, cfg.synth_n, cfg.synth_seed, cfg.synth_image_size,
-                               progress=progress)
+                               progress=progress, knobs=cfg.synth)
     candidate = Path(cfg.cache_dir) / cfg.dataset
     if is_cache(candidate):
         return candidate
@@ -249,11 +249,12 @@ def label_fraction(labels: np.ndarray, fraction: float, seed: int) -> list[int]:
 def build_downstream_dataset(name_or_root: str | os.PathLike | DataConfig, split: str,
                              fraction: float = 1.0, seed: int = 0, image_size: int = 224, *,
                              cache_dir: str = ".kgvlp_cache", synth_n: int = 2000, synth_seed: int = 0,
-                             synth_image_size: int = 256, with_masks: bool = True,
+                             synth_image_size: int = 256, synth=None, with_masks: bool = True,
                              uncertain: float | list[float] = 0.0) -> DownstreamDataset:
     """An evaluation split (train/val/test) of SynthCXR or a prepared cache.
 
-    ``name_or_root``: "synthcxr" (generated into ``cache_dir`` with the synth_* settings),
+    ``name_or_root``: "synthcxr" (generated into ``cache_dir`` with the synth_* settings and
+    ``synth``, a SynthConfig of difficulty knobs or a mapping of them; None = defaults),
     a cache folder, or a DataConfig. ``fraction`` < 1 keeps a seeded, nested subset of the
     split (1%, 10%, 100% label fractions). ``uncertain``: value for -1 labels (one for all,
     or one per label: CheXpert's U-ones/U-zeros).
@@ -262,7 +263,9 @@ def build_downstream_dataset(name_or_root: str | os.PathLike | DataConfig, split
         root = resolve_root(name_or_root)
     elif str(name_or_root) == "synthcxr":
         from kgvlp.data.synth.generate import ensure_synthcxr
-        root = ensure_synthcxr(cache_dir, synth_n, synth_seed, synth_image_size)
+        from kgvlp.config.schema import SynthConfig
+        knobs = SynthConfig(**synth) if isinstance(synth, dict) else synth
+        root = ensure_synthcxr(cache_dir, synth_n, synth_seed, synth_image_size, knobs=knobs)
     else:
         root = Path(name_or_root)
     cache = ImageCache(root)

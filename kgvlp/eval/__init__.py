@@ -42,7 +42,7 @@ def _synth_kwargs(data, config) -> dict:
         return {}
     d = config.data
     return {"cache_dir": d.cache_dir, "synth_n": d.synth_n, "synth_seed": d.synth_seed,
-            "synth_image_size": d.synth_image_size}
+            "synth_image_size": d.synth_image_size, "synth": d.synth}
 
 
 def evaluate(model, data, tasks=None, suite: str | None = "default", out_dir="eval_out",

@@ -12,9 +12,13 @@ from timm.layers import AttentionPool2d
 from kgvlp.config.schema import ImageEncoderConfig
 from kgvlp.models.weights import load_backbone_weights
 
-# Our names → timm architectures. "vit_test" is a 2-block ViT for fast tests.
+# Our names → timm architectures. "vit_test" is a 2-block ViT for fast tests; "vit_science_patch8"
+# is the science preset's ViT (configs/experiments/science_base.yaml): 8-px patches so an
+# 80-px image has 10×10 = 100 patches for CTA, 4 blocks of width 192 (ViT-Tiny's width and
+# heads at a third of its depth), built from timm's VisionTransformer class, nothing downloaded.
 VIT_ARCHS = {
     "vit_test": dict(patch_size=16, embed_dim=64, depth=2, num_heads=2),
+    "vit_science_patch8": dict(patch_size=8, embed_dim=192, depth=4, num_heads=3),
     "vit_tiny_patch16": "vit_tiny_patch16_224",
     "vit_small_patch16": "vit_small_patch16_224",
     "vit_base_patch16": "vit_base_patch16_224",

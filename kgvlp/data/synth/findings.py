@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kgvlp.config.schema import SynthConfig
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -56,53 +58,62 @@ class Instance:
     detail: dict = field(default_factory=dict)
 
 
-def sample_study(rng: np.random.Generator) -> list[Instance]:
+def sample_study(rng: np.random.Generator, knobs: SynthConfig | None = None) -> list[Instance]:
     """Draw the findings of one study with correlated prevalence.
 
     Three latent states give co-occurrence: heart failure (cardiomegaly, edema, bilateral
     effusions), intensive care (devices, atelectasis, effusions, pneumothorax) and infection
     (consolidation, parapneumonic effusion). About a third of studies come out normal.
+    ``knobs.prevalence`` scales every finding's probability (capped at 1; the latent states
+    keep theirs), ``knobs.finding_size`` the nodule/mass diameters, ``knobs.max_findings``
+    caps the instances kept (the first drawn). Defaults draw exactly version 1's studies.
     """
+    knobs = knobs or SynthConfig()
+    scale, size = knobs.prevalence, knobs.finding_size
+
+    def occurs(p: float) -> bool:
+        return rng.random() < min(1.0, p * scale)
+
     chf = rng.random() < 0.16
     icu = rng.random() < 0.22
     infection = rng.random() < 0.16
     out: list[Instance] = []
-    if rng.random() < 0.10 + 0.65 * chf:
+    if occurs(0.10 + 0.65 * chf):
         out.append(Instance("cardiomegaly", size=str(rng.choice(["mild", "moderate", "marked"],
                                                                 p=[0.5, 0.35, 0.15]))))
-    if rng.random() < 0.02 + 0.55 * chf + 0.05 * icu:
+    if occurs(0.02 + 0.55 * chf + 0.05 * icu):
         out.append(Instance("edema", size=str(rng.choice(["mild", "moderate"]))))
-    if rng.random() < 0.06 + 0.45 * chf + 0.12 * icu + 0.2 * infection:
+    if occurs(0.06 + 0.45 * chf + 0.12 * icu + 0.2 * infection):
         sides = (["right", "left"] if rng.random() < (0.7 if chf else 0.25)
                  else [str(rng.choice(["right", "left"]))])
         for side in sides:
             out.append(Instance("pleural_effusion", side=side,
                                 size=str(rng.choice(["small", "moderate", "large"],
                                                     p=[0.55, 0.33, 0.12]))))
-    if rng.random() < 0.05 + 0.6 * infection + 0.08 * icu:
+    if occurs(0.05 + 0.6 * infection + 0.08 * icu):
         for lobe in rng.choice(LOBES, size=1 + int(rng.random() < 0.2), replace=False):
             out.append(Instance("consolidation", side=lobe.split()[0], lobe=str(lobe)))
     has_effusion = any(i.finding == "pleural_effusion" for i in out)
-    if rng.random() < 0.07 + 0.12 * icu + 0.25 * has_effusion:
+    if occurs(0.07 + 0.12 * icu + 0.25 * has_effusion):
         side = str(rng.choice(["right", "left"]))
         out.append(Instance("atelectasis", side=side, lobe=f"{side} lower lobe"))
-    if rng.random() < 0.035 + 0.07 * icu:
+    if occurs(0.035 + 0.07 * icu):
         out.append(Instance("pneumothorax", side=str(rng.choice(["right", "left"])),
                             size=str(rng.choice(["small", "moderate", "large"], p=[0.5, 0.35, 0.15])),
                             detail={"apical": bool(rng.random() < 0.6)}))
-    if rng.random() < 0.07:
+    if occurs(0.07):
         lobe = str(rng.choice(LOBES))
         out.append(Instance("nodule", side=lobe.split()[0], lobe=lobe,
-                            size=f"{rng.uniform(0.8, 2.2):.1f} cm"))
-    if rng.random() < 0.035:
+                            size=f"{rng.uniform(0.8, 2.2) * size:.1f} cm"))
+    if occurs(0.035):
         lobe = str(rng.choice(LOBES))
         out.append(Instance("mass", side=lobe.split()[0], lobe=lobe,
-                            size=f"{rng.uniform(3.2, 6.0):.1f} cm"))
-    if rng.random() < 0.04 + 0.7 * icu:
+                            size=f"{rng.uniform(3.2, 6.0) * size:.1f} cm"))
+    if occurs(0.04 + 0.7 * icu):
         devices = ["endotracheal tube", "nasogastric tube", "central venous catheter",
                    "pacemaker", "chest tube"]
         p = np.array([0.35, 0.25, 0.25, 0.1, 0.05])
         for device in rng.choice(devices, size=1 + int(rng.random() < 0.45), replace=False, p=p):
             side = str(rng.choice(["right", "left"])) if device in ("central venous catheter", "chest tube") else None
             out.append(Instance("support_devices", side=side, detail={"device": str(device)}))
-    return out
+    return out if knobs.max_findings is None else out[: knobs.max_findings]

@@ -3,10 +3,18 @@
 Every study is drawn from its own generator seeded by (seed, index), so a study does not
 depend on how many workers drew it or on ``n``. Splits are assigned by a seeded
 permutation: 60% pretrain, 25% train, 5% val, 10% test.
+
+Difficulty knobs (``kgvlp.config.schema.SynthConfig``, docs/data.md) change what is drawn;
+at their defaults every study is exactly version 1's, and any other setting is written to
+``info.json`` and named in the folder (``-k<hash>``), so two settings never share a cache.
+Draws the knobs add (negation keeping, label flips) come from a second per-study generator,
+so a knob changes only what it is about.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -16,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kgvlp.config.schema import SynthConfig
 from kgvlp.data.cache import CacheWriter, is_cache
 from kgvlp.data.synth.findings import DEVICE_CUIS, FINDINGS, LABEL_INDEX, LABEL_NAMES, sample_study
 from kgvlp.data.synth.render import render
@@ -38,12 +47,28 @@ def split_of(n: int, seed: int) -> list[str]:
     return splits
 
 
-def make_study(index: int, seed: int, size: int) -> tuple[np.ndarray, list[np.ndarray], dict]:
+def knob_changes(knobs: SynthConfig | None) -> dict:
+    """The knobs that differ from their defaults (what names a non-default cache)."""
+    if knobs is None:
+        return {}
+    defaults = asdict(SynthConfig())
+    return {k: v for k, v in asdict(knobs).items() if v != defaults[k]}
+
+
+def _noisy(labels: list[float], rate: float, rng: np.random.Generator) -> list[float]:
+    flips = rng.random(len(labels)) < rate
+    return [1.0 - v if flip else v for v, flip in zip(labels, flips)]
+
+
+def make_study(index: int, seed: int, size: int,
+               knobs: SynthConfig | None = None) -> tuple[np.ndarray, list[np.ndarray], dict]:
     """Image, packed instance masks and metadata of study ``index``."""
+    knobs = knobs or SynthConfig()
     rng = np.random.default_rng([seed, 0, index])
-    instances = sample_study(rng)
-    image, masks = render(rng, instances, size)
-    findings, impression, mentions = write_report(rng, instances)
+    knob_rng = np.random.default_rng([seed, 2, index])
+    instances = sample_study(rng, knobs)
+    image, masks = render(rng, instances, size, knobs)
+    findings, impression, mentions = write_report(rng, instances, knobs, knob_rng)
     labels = [0.0] * len(LABEL_NAMES)
     inst_meta = []
     for inst, mask in zip(instances, masks):
@@ -53,6 +78,10 @@ def make_study(index: int, seed: int, size: int) -> tuple[np.ndarray, list[np.nd
         device = inst.detail.get("device")
         inst_meta.append({"finding": inst.finding, "cui": DEVICE_CUIS[device] if device else _CUI[inst.finding],
                           "side": inst.side, "lobe": inst.lobe, "size": inst.size, "device": device, "box": box})
+    extra = {}
+    if knobs.label_noise > 0:   # the stored labels are flipped; the true ones are kept beside them
+        extra = {"labels_clean": labels}
+        labels = _noisy(labels, knobs.label_noise, knob_rng)
     meta = {
         "id": f"synthcxr-{seed}-{index:06d}",
         "findings": findings,
@@ -61,27 +90,31 @@ def make_study(index: int, seed: int, size: int) -> tuple[np.ndarray, list[np.nd
         "labels": labels,
         "instances": inst_meta,
         "mentions": [{**asdict(m), "cui": _CUI[m.finding]} for m in mentions],
+        **extra,
     }
     packed = [np.packbits(m.reshape(-1)) for m in masks]
     return image, packed, meta
 
 
 def _work(args):
-    index, seed, size = args
-    return index, *make_study(index, seed, size)
+    index, seed, size, knobs = args
+    return index, *make_study(index, seed, size, knobs)
 
 
 def generate_synthcxr(out: str | os.PathLike, n: int, seed: int = 0, size: int = 256,
-                      workers: int | None = None, progress: bool = True) -> Path:
+                      workers: int | None = None, progress: bool = True,
+                      knobs: SynthConfig | None = None) -> Path:
     """Write ``n`` studies into ``out`` (resumable: rows already written are kept)."""
     out = Path(out)
+    changes = knob_changes(knobs)
     info = {"dataset": "synthcxr", "seed": seed, "generator_version": GENERATOR_VERSION,
+            **({"difficulty": changes} if changes else {}),
             "label_names": list(LABEL_NAMES), "label_cuis": [f.cui for f in FINDINGS],
             "label_mesh_cuis": [f.mesh_cui for f in FINDINGS], "device_cuis": DEVICE_CUIS,
             "splits": dict(SPLIT_SHARES)}
     writer = CacheWriter(out, n, size, info)
     splits = split_of(n, seed)
-    todo = [(i, seed, size) for i in range(n) if i not in writer.done]
+    todo = [(i, seed, size, knobs) for i in range(n) if i not in writer.done]
     workers = workers or min(len(os.sched_getaffinity(0)), 32)
     bar = _progress(len(todo), progress, f"synthcxr n={n}")
     start = time.perf_counter()
@@ -106,19 +139,24 @@ def _progress(total: int, enabled: bool, desc: str):
     return counter(total, desc, enabled=enabled)
 
 
-def synthcxr_folder(cache_dir: str | os.PathLike, n: int, seed: int, size: int) -> Path:
-    return Path(cache_dir) / f"synthcxr-v{GENERATOR_VERSION}-n{n}-s{size}-seed{seed}"
+def synthcxr_folder(cache_dir: str | os.PathLike, n: int, seed: int, size: int,
+                    knobs: SynthConfig | None = None) -> Path:
+    name = f"synthcxr-v{GENERATOR_VERSION}-n{n}-s{size}-seed{seed}"
+    changes = knob_changes(knobs)
+    if changes:
+        name += "-k" + hashlib.sha256(json.dumps(changes, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(cache_dir) / name
 
 
 def ensure_synthcxr(cache_dir: str | os.PathLike, n: int, seed: int, size: int,
-                    progress: bool = True) -> Path:
+                    progress: bool = True, knobs: SynthConfig | None = None) -> Path:
     """The generated folder for these settings, generating it once.
 
     Safe when several processes (DeepSpeed ranks) call it together: an exclusive lock file
     serialises them, generation goes to a temporary folder that is renamed into place, so
     nobody ever reads a half-written cache.
     """
-    final = synthcxr_folder(cache_dir, n, seed, size)
+    final = synthcxr_folder(cache_dir, n, seed, size, knobs)
     if is_cache(final) and _complete(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +165,7 @@ def ensure_synthcxr(cache_dir: str | os.PathLike, n: int, seed: int, size: int,
         try:
             if not (is_cache(final) and _complete(final)):
                 tmp = Path(str(final) + ".tmp")  # reused on resume after a crash
-                generate_synthcxr(tmp, n, seed, size, progress=progress)
+                generate_synthcxr(tmp, n, seed, size, progress=progress, knobs=knobs)
                 if final.exists():
                     shutil.rmtree(final)
                 os.rename(tmp, final)
@@ -137,5 +175,4 @@ def ensure_synthcxr(cache_dir: str | os.PathLike, n: int, seed: int, size: int,
 
 
 def _complete(folder: Path) -> bool:
-    import json
     return bool(json.loads((folder / "info.json").read_text()).get("complete"))

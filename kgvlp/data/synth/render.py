@@ -5,6 +5,11 @@ chest centre at the origin, thorax about ±0.45 wide), then the patient's pose (
 size, rotation) maps them to pixels, so findings land at anatomical places whatever the
 pose. The image is a density map (air dark, soft tissue grey, bone and metal bright)
 turned into grey levels with a random exposure, contrast, gamma, blur and noise.
+
+Difficulty knobs (``SynthConfig``): ``contrast`` scales every finding's density change,
+``finding_size`` the extent of the diffuse and pleural findings and the heart's growth,
+``location_spread`` where in its lobe a focal finding may sit, ``pose_jitter`` the pose
+ranges. At their defaults no value is touched, so version 1's images come out bit for bit.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from kgvlp.config.schema import SynthConfig
 from kgvlp.data.synth.findings import Instance
 
 CM = 0.027  # body units per centimetre (thorax ≈ 30 cm ≈ 0.8 units)
@@ -27,6 +33,7 @@ class Anatomy:
     lungs: dict                    # side -> dict(mask, xc, a, apex, base) (mask excludes heart)
     heart: np.ndarray
     heart_params: tuple
+    knobs: SynthConfig
 
 
 def _smooth_noise(rng, size: int, cells: int) -> np.ndarray:
@@ -55,12 +62,17 @@ def _lung(X, Y, side: int, width: float, height: float, drop: float):
     return ellipse & (Y < dome), ellipse, dict(xc=xc, a=0.16 * width, apex=apex, base=base, yc=yc, b=b)
 
 
-def build_anatomy(rng, size: int, cardiomegaly: str | None) -> tuple[Anatomy, np.ndarray]:
+def build_anatomy(rng, size: int, cardiomegaly: str | None,
+                  knobs: SynthConfig | None = None) -> tuple[Anatomy, np.ndarray]:
     """Pose the patient and draw normal anatomy; returns the anatomy and its density map."""
+    knobs = knobs or SynthConfig()
+    jitter = knobs.pose_jitter
     v, u = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size
-    cx, cy = 0.5 + rng.normal(0, 0.02), 0.53 + rng.normal(0, 0.02)
+    cx, cy = 0.5 + rng.normal(0, 0.02 * jitter), 0.53 + rng.normal(0, 0.02 * jitter)
     scale = rng.uniform(0.86, 1.04)
-    theta = float(np.clip(rng.normal(0, 0.04), -0.09, 0.09))
+    if jitter != 1.0:  # the size range shrinks/grows around its middle, 0.95
+        scale = 0.95 + (scale - 0.95) * jitter
+    theta = float(np.clip(rng.normal(0, 0.04 * jitter), -0.09 * jitter, 0.09 * jitter))
     c, s = np.cos(theta), np.sin(theta)
     X = ((u - cx) * c + (v - cy) * s) / scale
     Y = (-(u - cx) * s + (v - cy) * c) / scale
@@ -71,6 +83,8 @@ def build_anatomy(rng, size: int, cardiomegaly: str | None) -> tuple[Anatomy, np
     hx = 0.045
     if cardiomegaly:
         grow = {"mild": 1.25, "moderate": 1.38, "marked": 1.52}[cardiomegaly]
+        if knobs.finding_size != 1.0:
+            grow = 1.0 + (grow - 1.0) * knobs.finding_size
         ha, hb, hx = ha * grow, hb * (1 + (grow - 1) * 0.5), hx + 0.02 * grow
     hy = 0.12 * height
     hc, hs = np.cos(-0.35), np.sin(-0.35)
@@ -113,7 +127,7 @@ def build_anatomy(rng, size: int, cardiomegaly: str | None) -> tuple[Anatomy, np
     # vessel markings, densest at the hila
     texture = _smooth_noise(rng, size, 40) * 0.6 + _smooth_noise(rng, size, 14) * 0.4
     hilum_w = np.exp(-np.minimum((X + 0.1) ** 2 + Y ** 2, (X - 0.1) ** 2 + Y ** 2) / (2 * 0.16 ** 2))
-    anatomy = Anatomy(X, Y, pixel, lungs, heart, (hx, hy, ha, hb))
+    anatomy = Anatomy(X, Y, pixel, lungs, heart, (hx, hy, ha, hb), knobs)
     anatomy.vessels = 0.05 * np.clip(texture, 0, None) * (0.4 + hilum_w) * ndimage.gaussian_filter(air, sigma)
     return anatomy, density
 
@@ -134,7 +148,17 @@ def _random_point(rng, mask: np.ndarray, anat: Anatomy, margin: np.ndarray | Non
     candidates = np.flatnonzero(mask if margin is None else mask & margin)
     if candidates.size == 0:
         candidates = np.flatnonzero(mask)
-    i = candidates[rng.integers(candidates.size)]
+    draw = int(rng.integers(candidates.size))
+    spread = anat.knobs.location_spread
+    if spread < 1.0 and candidates.size > 1:
+        # keep the candidates within `spread` × the farthest one's distance from their centroid;
+        # the same draw picks among them, so the generator's stream (and the report) is unchanged
+        x, y = anat.X.flat[candidates], anat.Y.flat[candidates]
+        dist = np.hypot(x - x.mean(), y - y.mean())
+        near = candidates[dist <= max(spread * dist.max(), dist.min())]
+        i = near[draw * near.size // candidates.size]
+    else:
+        i = candidates[draw]
     return float(anat.X.flat[i]), float(anat.Y.flat[i])
 
 
@@ -143,11 +167,13 @@ def draw_finding(rng, anat: Anatomy, inst: Instance, density: np.ndarray) -> np.
     X, Y = anat.X, anat.Y
     size = X.shape[0]
     f = inst.finding
+    grow = anat.knobs.finding_size
     if f == "cardiomegaly":
         return anat.heart.copy()
     if f == "pleural_effusion":
         lung = anat.lungs[inst.side]
         frac = {"small": 0.16, "moderate": 0.33, "large": 0.55}[inst.size] * rng.uniform(0.85, 1.15)
+        frac = min(0.9, frac * grow)
         level = lung["base"] - frac * (lung["base"] - lung["apex"])
         lateral = np.clip((X - lung["xc"]) * lung["side"] / lung["a"], -1, 1)
         meniscus = level - 0.06 * (lateral + 1) / 2
@@ -158,6 +184,8 @@ def draw_finding(rng, anat: Anatomy, inst: Instance, density: np.ndarray) -> np.
     if f == "pneumothorax":
         lung = anat.lungs[inst.side]
         k = {"small": 0.86, "moderate": 0.74, "large": 0.58}[inst.size]
+        if grow != 1.0:  # the lung's collapsed share (1 − k) grows with the size knob
+            k = max(0.2, 1.0 - (1.0 - k) * grow)
         xc = lung["xc"] - lung["side"] * (1 - k) * 0.06
         yc = lung["yc"] + (1 - k) * lung["b"] * 0.6
         a = lung["a"] * k * (0.72 + 0.38 * np.clip((Y - lung["apex"]) / (2 * lung["b"]), 0, 1))
@@ -175,14 +203,14 @@ def draw_finding(rng, anat: Anatomy, inst: Instance, density: np.ndarray) -> np.
         if f == "atelectasis":  # plate-like band at the base
             x0, y0 = _random_point(rng, region, anat, np.abs(X - anat.lungs[inst.side]["xc"]) < 0.06)
             angle = rng.uniform(-0.3, 0.3)
-            length = rng.uniform(0.07, 0.12)
+            length = rng.uniform(0.07, 0.12) * grow
             dx, dy = np.cos(angle) * length, np.sin(angle) * length
             dist = _segment_distance(X, Y, [(x0 - dx, y0 - dy), (x0 + dx, y0 + dy)])
-            mask = (dist < rng.uniform(0.008, 0.016)) & anat.lungs[inst.side]["mask"]
+            mask = (dist < rng.uniform(0.008, 0.016) * grow) & anat.lungs[inst.side]["mask"]
             density += 0.24 * ndimage.gaussian_filter(mask.astype(np.float32), 1.0)
             return mask
         x0, y0 = _random_point(rng, region, anat)
-        blob = _smooth_noise(rng, size, 12) * 0.5 - (((X - x0) ** 2 + (Y - y0) ** 2) / (2 * 0.08 ** 2))
+        blob = _smooth_noise(rng, size, 12) * 0.5 - (((X - x0) ** 2 + (Y - y0) ** 2) / (2 * (0.08 * grow) ** 2))
         mask = region & (blob > -0.6)
         if mask.sum() < 30:
             mask = region
@@ -200,7 +228,7 @@ def draw_finding(rng, anat: Anatomy, inst: Instance, density: np.ndarray) -> np.
         density += (0.2 if f == "nodule" else 0.3) * np.sqrt(np.clip(1 - d ** 2, 0, 1))
         return mask
     if f == "edema":
-        w = np.exp(-np.minimum((X + 0.1) ** 2 + Y ** 2, (X - 0.1) ** 2 + Y ** 2) / (2 * 0.14 ** 2))
+        w = np.exp(-np.minimum((X + 0.1) ** 2 + Y ** 2, (X - 0.1) ** 2 + Y ** 2) / (2 * (0.14 * grow) ** 2))
         strength = 0.13 if inst.size == "mild" else 0.22
         lungs = anat.lungs["right"]["mask"] | anat.lungs["left"]["mask"]
         haze = w * lungs * (0.8 + 0.35 * _smooth_noise(rng, size, 25))
@@ -258,10 +286,23 @@ def expose(rng, density: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def render(rng, instances: list[Instance], size: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def _draw_with_contrast(rng, anat: Anatomy, inst: Instance, density: np.ndarray) -> np.ndarray:
+    """draw_finding, with the finding's change to density and vessel markings × contrast."""
+    contrast = anat.knobs.contrast
+    if contrast == 1.0:
+        return draw_finding(rng, anat, inst, density)
+    density_before, vessels_before = density.copy(), anat.vessels.copy()
+    mask = draw_finding(rng, anat, inst, density)
+    density[...] = density_before + contrast * (density - density_before)
+    anat.vessels = vessels_before + contrast * (anat.vessels - vessels_before)
+    return mask
+
+
+def render(rng, instances: list[Instance], size: int,
+           knobs: SynthConfig | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """One study: (size, size) uint8 image and one boolean mask per instance."""
     cardio = next((i.size for i in instances if i.finding == "cardiomegaly"), None)
-    anat, density = build_anatomy(rng, size, cardio)
-    masks = [draw_finding(rng, anat, inst, density) for inst in instances]
+    anat, density = build_anatomy(rng, size, cardio, knobs)
+    masks = [_draw_with_contrast(rng, anat, inst, density) for inst in instances]
     density += anat.vessels
     return expose(rng, density), masks

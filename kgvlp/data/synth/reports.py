@@ -10,14 +10,23 @@ Templates mark a mention as ``[[words]]``; each mark is bound to a ``Mention`` i
 Word indices are computed on the cleaned text exactly as ``kgvlp.data.text.split_sentences``
 produces it (lower-case ``\\w+`` words, sentences under two words dropped), counted
 across the whole report (findings then impression).
+
+Difficulty knobs (``SynthConfig``): ``paraphrase`` narrows each sentence's wordings to its
+first share (order and section layout still vary), ``hedge_rate`` scales the chance a
+present finding is hedged, ``negation_rate`` keeps each negation sentence with that chance
+(drawn from a second generator, so the rest of the report is unchanged), and
+``omit_from_reports`` writes the report as if those findings did not exist: no sentence
+names them, present or negated.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from kgvlp.config.schema import SynthConfig
 from kgvlp.data.synth.findings import Instance
 from kgvlp.data.text import _SENTENCE_END, split_sentences
 
@@ -39,8 +48,30 @@ class Sentence:
     mentions: list[Mention]
 
 
-def _pick(rng, options):
-    return options[int(rng.integers(len(options)))]
+class _Draw:
+    """The report's random source: numpy's generator plus the knobs that shape wording."""
+
+    def __init__(self, rng: np.random.Generator, knobs: SynthConfig):
+        self.rng, self.knobs = rng, knobs
+
+    def random(self) -> float:
+        return self.rng.random()
+
+    def integers(self, *args):
+        return self.rng.integers(*args)
+
+    def shuffle(self, items: list) -> None:
+        self.rng.shuffle(items)
+
+    def hedged(self, chance: float) -> bool:
+        return self.rng.random() < min(1.0, chance * self.knobs.hedge_rate)
+
+
+def _pick(rng: _Draw, options):
+    n = len(options)
+    if rng.knobs.paraphrase < 1.0:   # the first ceil(share × n) wordings (at least one)
+        n = max(1, math.ceil(rng.knobs.paraphrase * n))
+    return options[int(rng.integers(n))]
 
 
 def _device_sentence(rng, inst: Instance, i: int) -> Sentence:
@@ -98,7 +129,7 @@ def _effusion(rng, rows: list[int], instances) -> list[Sentence]:
             t = f"{a.size.capitalize()} {a.side} and {b.size} {b.side} [[pleural effusions]]."
         return [Sentence(t, [Mention("pleural_effusion", rows)])]
     inst = instances[rows[0]]
-    if inst.size == "small" and rng.random() < 0.35:
+    if inst.size == "small" and rng.hedged(0.35):
         return [Sentence(f"Blunting of the {inst.side} costophrenic angle may represent a small [[pleural effusion]].",
                          [Mention("pleural_effusion", rows, uncertain=True)])]
     t = _pick(rng, [f"There is a {inst.size} {inst.side} [[pleural effusion]].",
@@ -115,7 +146,7 @@ def _lung_sentence(rng, inst: Instance, i: int) -> Sentence:
                                     f"[[Airspace consolidation]] is seen in the {lobe}.",
                                     f"New {lobe} [[opacity]] compatible with pneumonia."]), m)
     if f == "atelectasis":
-        if rng.random() < 0.4:
+        if rng.hedged(0.4):
             return Sentence(f"Linear opacity at the {inst.side} lung base may represent [[atelectasis]].",
                             [Mention("atelectasis", [i], uncertain=True)])
         return Sentence(_pick(rng, [f"Plate-like [[atelectasis]] at the {inst.side} base.",
@@ -141,9 +172,9 @@ def _lung_sentence(rng, inst: Instance, i: int) -> Sentence:
     raise ValueError(f)
 
 
-def _negations(rng, present: set[str]) -> list[Sentence]:
+def _negations(rng, present: set[str], omitted: frozenset[str] = frozenset()) -> list[Sentence]:
     out = []
-    absent_pleura = [f for f in ("pleural_effusion", "pneumothorax") if f not in present]
+    absent_pleura = [f for f in ("pleural_effusion", "pneumothorax") if f not in present and f not in omitted]
     words = {"pleural_effusion": "pleural effusion", "pneumothorax": "pneumothorax"}
     if len(absent_pleura) == 2:
         a, b = absent_pleura if rng.random() < 0.5 else absent_pleura[::-1]
@@ -201,7 +232,7 @@ def _impression(rng, by_finding: dict[str, list[int]], instances) -> list[Senten
             inst = instances[rows[0]]
             where = inst.lobe if inst.lobe and f != "atelectasis" else f"{inst.side}"
             name = _IMPRESSION_NAMES[f]
-            hedge = "possible " if f == "atelectasis" and rng.random() < 0.3 else ""
+            hedge = "possible " if f == "atelectasis" and rng.hedged(0.3) else ""
             lines.append(Sentence(f"{where.capitalize()} {hedge}[[{name}]].",
                                   [Mention(f, rows, uncertain=bool(hedge))]))
         elif f == "support_devices":
@@ -217,11 +248,23 @@ def _impression(rng, by_finding: dict[str, list[int]], instances) -> list[Senten
     return lines
 
 
-def write_report(rng: np.random.Generator, instances: list[Instance]) -> tuple[str, str, list[Mention]]:
-    """FINDINGS text, IMPRESSION text and every mention (word indices filled in)."""
+def _names_omitted(sentence: Sentence, omitted: frozenset[str]) -> bool:
+    return any(m.finding in omitted for m in sentence.mentions)
+
+
+def write_report(rng: np.random.Generator, instances: list[Instance], knobs: SynthConfig | None = None,
+                 knob_rng: np.random.Generator | None = None) -> tuple[str, str, list[Mention]]:
+    """FINDINGS text, IMPRESSION text and every mention (word indices filled in).
+
+    ``knob_rng`` draws which negation sentences ``knobs.negation_rate`` keeps (needed when it is < 1).
+    """
+    knobs = knobs or SynthConfig()
+    rng = _Draw(rng, knobs)
+    omitted = frozenset(knobs.omit_from_reports)
     by_finding: dict[str, list[int]] = {}
     for i, inst in enumerate(instances):
-        by_finding.setdefault(inst.finding, []).append(i)
+        if inst.finding not in omitted:
+            by_finding.setdefault(inst.finding, []).append(i)
     present = set(by_finding)
     devices = [_device_sentence(rng, instances[i], i) for i in by_finding.get("support_devices", [])]
     heart = _heart(rng, by_finding.get("cardiomegaly", []), instances)
@@ -230,14 +273,17 @@ def write_report(rng: np.random.Generator, instances: list[Instance]) -> tuple[s
     pleura = (_effusion(rng, by_finding["pleural_effusion"], instances) if "pleural_effusion" in present else [])
     pleura += [_lung_sentence(rng, instances[i], i) for i in by_finding.get("pneumothorax", [])]
     rng.shuffle(lungs)
-    groups = [heart, lungs + pleura, _negations(rng, present)]
+    groups = [heart, lungs + pleura, _negations(rng, present, omitted)]
     if rng.random() < 0.5:
         groups[0], groups[1] = groups[1], groups[0]
     if rng.random() < 0.6:
         groups.append([Sentence(_pick(rng, ["The osseous structures are intact.", "No acute bony abnormality.",
                                             "Degenerative changes of the thoracic spine.",
                                             "Visualized osseous structures are unremarkable."]), [])])
-    findings = devices + [s for g in groups for s in g]
+    findings = [s for s in devices + [s for g in groups for s in g] if not _names_omitted(s, omitted)]
+    if knobs.negation_rate < 1.0:   # a negation sentence: every finding it names is negated
+        findings = [s for s in findings if not (s.mentions and all(m.negated for m in s.mentions))
+                    or knob_rng.random() < knobs.negation_rate]
     impression = _impression(rng, by_finding, instances)
     findings_text = " ".join(s.template for s in findings)
     impression_text = " ".join(s.template for s in impression)
