@@ -16,7 +16,7 @@ from kgvlp.progress import track
 from kgvlp.eval.data import EvalView, capabilities, label_fraction
 from kgvlp.eval.detection import DetConfig, train_detector
 from kgvlp.eval.features import ImageFeatures, has_projections, image_features, text_embeddings
-from kgvlp.eval.grounding import cta_objective, pointing_game
+from kgvlp.eval.grounding import map_sources, pointing_game
 from kgvlp.eval.linear_probe import ProbeConfig, linear_probe
 from kgvlp.eval.loading import Candidate
 from kgvlp.eval.report import TaskResult
@@ -132,19 +132,29 @@ def run_grounding(ctx: EvalContext) -> TaskResult:
     if not (caps.masks and caps.reports and caps.mentions):
         return TaskResult("grounding", ctx.data_name, skipped="needs report mentions with instance "
                           "masks (SynthCXR); this dataset has none")
-    if any(cta_objective(c.model) is None for c in ctx.candidates):
-        return TaskResult("grounding", ctx.data_name, skipped="the model was not trained with 'cta' "
-                          "(its word→patch attention is what is measured)")
+    sources = {c.name: map_sources(c.model) for c in ctx.candidates}
+    if not all(sources.values()):
+        return TaskResult("grounding", ctx.data_name, skipped="the model has no word→patch map: no 'cta' "
+                          "objective, no shared projections and no image/text tokens of one width")
     result = TaskResult("grounding", ctx.data_name, "pointing_game")
     test = ctx.splits["test"]
     for candidate in track(ctx.candidates, "grounding", enabled=ctx.progress, transient=False):
-        metrics, maps = pointing_game(candidate.model, test, ctx.device, progress=ctx.progress)
-        result.rows.append({"model": candidate.name, **metrics})
-        if maps:
-            images = [test[m.sample].image for m in maps]
-            plots.attention_overlays(images, maps, ctx.out_dir / f"attention_{candidate.name}.png")
-    result.notes.append("Pointing game: the mention's mean word→patch attention (CTA heads) peaks on a "
-                        "patch overlapping the finding's mask; chance = a random patch.")
+        row = {"model": candidate.name}
+        for source in sources[candidate.name]:
+            metrics, maps = pointing_game(candidate.model, test, ctx.device, progress=ctx.progress, source=source)
+            row[f"pointing_game_{source}"] = metrics["pointing_game"]
+            if "pointing_game" not in row:   # the model's own map: CTA's where trained, else similarity
+                row.update({**metrics, "map": source})
+            if maps:
+                images = [test[m.sample].image for m in maps]
+                name = "attention" if source == "cta" else "similarity"
+                plots.attention_overlays(images, maps, ctx.out_dir / f"{name}_{candidate.name}.png")
+        result.rows.append(row)
+    result.notes.append("Pointing game: a mention's mean word→patch map peaks on a patch overlapping the "
+                        "finding's mask. pointing_game_cta: CTA's attention (models trained with CTA); "
+                        "pointing_game_similarity: cosine of word and patch tokens in the shared space; "
+                        "pointing_game: CTA's where trained, else the similarity map. chance = a random "
+                        "patch (mask area in patches), overall and per finding (chance/<finding>).")
     return result
 
 
