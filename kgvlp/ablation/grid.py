@@ -24,7 +24,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, List, Literal, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -58,7 +58,7 @@ class EvalSpec:
     synth_seed: Optional[int] = None
     # SynthCXR difficulty knobs of the downstream set (data.synth keys, e.g. {omit_from_reports:
     # []}); None = the run's data.synth. Checked against the schema when the grid loads.
-    synth: Optional[Dict[str, Any]] = None
+    synth: Any = None
 
 
 @dataclass

@@ -132,8 +132,9 @@ def _evaluate(folder: Path, spec: dict) -> dict:
 def _train_metrics(folder: Path) -> dict[str, float]:
     from kgvlp.ablation.state import last_metrics
     row = last_metrics(folder)
+    # losses and the objectives' own metrics (e.g. metric/itm/acc) of the last logged window
     return {f"train/{k}": float(v) for k, v in row.items()
-            if k.startswith("loss/") and isinstance(v, (int, float))}
+            if k.startswith(("loss/", "metric/")) and isinstance(v, (int, float))}
 
 
 # -- the call every executor makes ----------------------------------------------------------

@@ -69,7 +69,9 @@ def evaluate(model, data, tasks=None, suite: str | None = "default", out_dir="ev
     out = Path(out_dir)
     if data_name is None:
         data_name = data if isinstance(data, str) else getattr(data, "dataset", "dataset")
-    ctx = EvalContext(candidates=found, splits=splits, out_dir=out, data_name=str(data_name),
+    held_out = tuple(config.data.synth.omit_from_reports) if config is not None and \
+        getattr(config.data, "dataset", None) == "synthcxr" else ()
+    ctx = EvalContext(candidates=found, splits=splits, out_dir=out, data_name=str(data_name), held_out=held_out,
                       fractions=[float(f) for f in fractions], seeds=[int(s) for s in seeds],
                       device=pick_device(device), probe=probe or ProbeConfig(), seg=seg or SegConfig(),
                       det=det or DetConfig(), negated_prompts=negated_prompts, progress=progress)

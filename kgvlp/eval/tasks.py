@@ -38,6 +38,9 @@ class EvalContext:
     det: DetConfig = field(default_factory=DetConfig)
     negated_prompts: bool = True
     progress: bool = True
+    # findings the trained model never read in a report (its data.synth.omit_from_reports):
+    # zero-shot scores them apart (auroc_held_out)
+    held_out: tuple[str, ...] = ()
     _cache: dict = field(default_factory=dict)
 
     @property
@@ -103,7 +106,8 @@ def run_zero_shot(ctx: EvalContext) -> TaskResult:
         positive = zs.class_embeddings(embed, ctx.label_names, zs.POSITIVE_TEMPLATES)
         negative = zs.class_embeddings(embed, ctx.label_names, zs.NEGATED_TEMPLATES) if ctx.negated_prompts else None
         test = ctx.features(candidate, "test")
-        metrics = zs.zero_shot_metrics(zs.zero_shot_scores(test.embed, positive, negative), test.labels, ctx.multiclass)
+        metrics = zs.zero_shot_metrics(zs.zero_shot_scores(test.embed, positive, negative), test.labels, ctx.multiclass,
+                                       ctx.label_names, ctx.held_out)
         result.rows.append({"model": candidate.name, **metrics})
     result.notes.append("Prompts: " + ", ".join(repr(t) for t in zs.POSITIVE_TEMPLATES)
                         + ("; scored as margin over negated prompts " + ", ".join(repr(t) for t in zs.NEGATED_TEMPLATES)

@@ -52,11 +52,28 @@ def zero_shot_scores(image_embed: Tensor, positive: Tensor, negative: Tensor | N
     return scores
 
 
-def zero_shot_metrics(scores: Tensor, labels: Tensor, multiclass: bool) -> dict[str, float]:
+def zero_shot_metrics(scores: Tensor, labels: Tensor, multiclass: bool, label_names: list[str] | None = None,
+                      held_out: tuple[str, ...] = ()) -> dict[str, float]:
+    """Macro AUROC (accuracy for multi-class), per class as ``auroc/<label>`` when
+    ``label_names`` are given, and — for labels ``held_out`` of every training report
+    (SynthCXR's data.synth.omit_from_reports) — ``auroc_held_out`` over those and
+    ``auroc_seen`` over the rest."""
     if multiclass:
         return {"accuracy": accuracy(scores, labels.argmax(dim=1))}
     macro, per_class = macro_auroc(scores, labels)
-    return {"auroc": macro, "classes_scored": len(per_class)}
+    out = {"auroc": macro, "classes_scored": len(per_class)}
+    if label_names is None:
+        return out
+    out.update({f"auroc/{label_names[k]}": v for k, v in per_class.items()})
+    if held_out:
+        unknown = sorted(set(held_out) - set(label_names))
+        if unknown:
+            raise ValueError(f"held-out findings {unknown} are not labels of the dataset ({', '.join(label_names)})")
+        held = [v for k, v in per_class.items() if label_names[k] in held_out]
+        seen = [v for k, v in per_class.items() if label_names[k] not in held_out]
+        out["auroc_held_out"] = sum(held) / len(held) if held else float("nan")
+        out["auroc_seen"] = sum(seen) / len(seen) if seen else float("nan")
+    return out
 
 
 def report_positives(reports: list[list[str]]) -> Tensor:
@@ -71,7 +88,8 @@ def report_positives(reports: list[list[str]]) -> Tensor:
 def retrieval_metrics(image_embed: Tensor, text_embed: Tensor, positives: Tensor,
                       ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
     similarity = F.normalize(image_embed, dim=-1) @ F.normalize(text_embed, dim=-1).T
-    out = {}
+    # R@1 of a random ranking: the share of reports that are correct answers, per item
+    out = {"chance_R@1": float(positives.float().mean(dim=1).mean())}
     for direction, sim, pos in (("i2t", similarity, positives), ("t2i", similarity.T, positives.T)):
         for k, value in recall_at_k(sim, pos, ks).items():
             out[f"{direction}_R@{k}"] = value
