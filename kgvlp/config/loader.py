@@ -12,6 +12,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, UnsupportedInterpolationType
 
+from kgvlp.config.synth_knobs import synth_range_problem
 from kgvlp.config.schema import ExperimentConfig
 from kgvlp.files import write_text_atomic
 
@@ -199,37 +200,24 @@ RANGES = {"data.batch_size": (1, True), "data.num_workers": (0, True), "data.syn
           "trainer.checkpoint_every": (0, True), "trainer.keep_checkpoints": (0, True)}
 
 
-# SynthCXR's difficulty knobs (schema.SynthConfig): key → (low, high); high None = no bound.
-SYNTH_RANGES = {"contrast": (0.0, None), "finding_size": (0.1, 3.0), "prevalence": (0.0, None),
-                "max_findings": (0, None), "location_spread": (0.0, 1.0), "pose_jitter": (0.0, None),
-                "paraphrase": (0.0, 1.0), "negation_rate": (0.0, 1.0), "hedge_rate": (0.0, None),
-                "label_noise": (0.0, 0.5)}
-
-
-def _check_synth_ranges(knobs: DictConfig, where: str = "data.synth") -> None:
-    for key, (low, high) in SYNTH_RANGES.items():
-        value = OmegaConf.select(knobs, key)
-        if value is None:
-            continue
-        if value < low or (high is not None and value > high):
-            bound = f"in [{low}, {high}]" if high is not None else f"≥ {low}"
-            raise ConfigError(f"config key '{where}.{key}': expected a value {bound}, got {value}")
-
-
 def check_synth_knobs(knobs: dict, where: str) -> None:
-    """A mapping of SynthCXR knobs (outside an experiment, e.g. a grid's eval.synth) checked
-    as data.synth is: known keys, types, ranges."""
+    """A mapping of SynthCXR knobs outside an experiment (a grid's eval.synth), checked as
+    data.synth is: known keys, types, ranges."""
     from kgvlp.config.schema import SynthConfig
     schema = OmegaConf.structured(SynthConfig)
     try:
         merged = OmegaConf.merge(schema, knobs)
     except OmegaConfBaseException as err:
         raise _explain(err, schema, where=f"{where}.") from None
-    _check_synth_ranges(merged, where)
+    problem = synth_range_problem(merged, where)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _check_ranges(tree: DictConfig) -> None:
-    _check_synth_ranges(tree.data.synth)
+    problem = synth_range_problem(tree.data.synth)
+    if problem:
+        raise ConfigError(problem)
     for key, (least, inclusive) in RANGES.items():
         value = OmegaConf.select(tree, key)
         if value is None or isinstance(value, bool):

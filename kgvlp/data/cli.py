@@ -49,8 +49,9 @@ def register(subparsers) -> None:
 
 def _knobs(items: list[str]):
     from omegaconf import OmegaConf
-    from kgvlp.config.loader import check_synth_knobs
+    from omegaconf.errors import OmegaConfBaseException
     from kgvlp.config.schema import SynthConfig
+    from kgvlp.config.synth_knobs import synth_range_problem
     knobs = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -60,8 +61,14 @@ def _knobs(items: list[str]):
             knobs[key] = json.loads(value)
         except json.JSONDecodeError:
             raise SystemExit(f"--knob {item!r}: the value is not JSON") from None
-    check_synth_knobs(knobs, where="--knob")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SynthConfig), knobs))
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(SynthConfig), knobs)
+    except OmegaConfBaseException as err:
+        raise SystemExit(f"--knob: {str(err).splitlines()[0]} (valid keys: data.synth in docs/data.md)") from None
+    problem = synth_range_problem(merged, "--knob")
+    if problem:
+        raise SystemExit(problem)
+    return OmegaConf.to_object(merged)
 
 
 def _synth(args) -> None:
