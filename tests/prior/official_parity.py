@@ -221,17 +221,17 @@ def run_kgvlp(fixture: dict, stage: str, monkeypatch, quirks: bool = True) -> Ru
     match = objectives["prototype_generation"].match
     monkeypatch.setattr(objectives["prototype_generation"], "match",
                         lambda *a: run.recorded.setdefault("assignment", match(*a)))
-    encode = model.encode
+    complete = model.complete   # the step's features (forward calls encode_samples, then complete)
 
     def recorded_encode(*args, **kwargs):
-        run.features = encode(*args, **kwargs)
+        run.features = complete(*args, **kwargs)
         view = run.features.extras.get(Need.PROTOTYPE_BANK.value)
         if view is not None:   # record the report poolings (alignment's, then generation's)
             pool = view.pool
             view.pool = lambda *a: run.recorded.setdefault("pools", []).append(pool(*a)) or run.recorded["pools"][-1]
         return run.features
 
-    monkeypatch.setattr(model, "encode", recorded_encode)
+    monkeypatch.setattr(model, "complete", recorded_encode)
     run.loss, run.logs = model(batch, StepContext(stage=stage, weights=dict.fromkeys(OBJECTIVES, 0.0)
                                                   | STAGE_WEIGHTS[stage]))
     run.loss.backward()
