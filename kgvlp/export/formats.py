@@ -25,6 +25,7 @@ from torch import Tensor
 from kgvlp.export import heads as head_math
 from kgvlp.export import names
 from kgvlp.models.image import CNN_ARCHS, VIT_ARCHS
+from kgvlp.modules.heads import LinearProjection
 from kgvlp.models.weights import from_pretrained, read_state_dict
 
 FORMATS = ("open_clip", "hf", "timm")
@@ -62,7 +63,7 @@ def impossible_formats(model, image_cfg) -> dict[str, str]:
     if has_heads and getattr(model.text_encoder, "mean_pool", False):
         why["open_clip"] = ("model.text.global_pool=mean: the open_clip text tower is written with "
                             "a [CLS] pooler (kgvlp/export/heads.py); mean pooling is not mapped")
-    if has_heads and not hasattr(model.projections.text, "net"):
+    if has_heads and isinstance(model.projections.text, LinearProjection):
         why["open_clip"] = ("model.text.head=linear: the open_clip text tower is written with "
                             "MGCA's two-layer head (kgvlp/export/heads.py); a linear head is not mapped")
     if image_cfg.name not in VIT_ARCHS and image_cfg.name not in CNN_ARCHS:
