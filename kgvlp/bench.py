@@ -2,12 +2,15 @@
 
 A benchmark, not a test. It builds the experiment's model and DeepSpeed engine exactly as
 training does, feeds fixed pre-collated batches (the image cache makes data loading cheap;
-``--with-data`` measures the real loader too) and times each phase with device syncs —
-syncs that the training loop itself never does. ``--baseline "k=v ..."`` runs other
+tools/bench_data_cache.py measures the loader's images/s) and times each phase with device
+syncs — syncs that the training loop itself never does. ``--baseline "k=v ..."`` runs other
 configurations in the same process, so throughput is reported as ratios measured side by side.
+``bench_batch`` and ``bench_context`` are shared with ``kgvlp bench compare``
+(kgvlp/perf/compare.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import resource
 import time
@@ -16,8 +19,12 @@ from dataclasses import dataclass
 import torch
 
 from kgvlp.config import load_experiment
+from kgvlp.config.loader import ConfigError
 from kgvlp.data.collate import Collator, Sample
 from kgvlp.data.text import split_sentences
+from kgvlp.engine.schedule import Schedule
+from kgvlp.models.context import StepContext
+from kgvlp.models.text import load_tokenizer
 
 # Report-like text of realistic length (MGCA reports fill most of 112 tokens).
 BENCH_REPORT = ("Findings: the heart is mildly enlarged. There is a small left pleural effusion with "
@@ -50,12 +57,53 @@ def _peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # KiB → GiB (process peak)
 
 
+def bench_batch(cfg, model):
+    """One pre-collated batch of ``cfg.data.batch_size`` random images with BENCH_REPORT,
+    carrying what ``model`` reads: a second view, and linked concepts when a knowledge bank
+    is built (each sample links a different run of bank rows to words of the report)."""
+    size, channels = cfg.model.image.image_size, cfg.model.image.in_chans
+    collate = Collator(load_tokenizer(cfg.model.text), cfg.model.text.max_length)
+    sentences = split_sentences(BENCH_REPORT)
+    second_view = cfg.data.second_view or model.wants_second_view
+    bank = model.services["knowledge_bank"] if "knowledge_bank" in model.services else None
+    generator = torch.Generator().manual_seed(cfg.seed)
+
+    def entities(i: int) -> dict:
+        if bank is None:
+            return {}
+        from kgvlp.data.entities import ReportEntities, entity_tensors
+        count = min(cfg.data.max_entities, 6)
+        rows = [(i * 5 + k * 7) % len(bank.cuis) for k in range(count)]
+        linked = ReportEntities(rows, [k % 3 == 1 for k in range(count)], [k % 5 == 4 for k in range(count)],
+                                [[3 * k + 1, 3 * k + 2] for k in range(count)])
+        return entity_tensors(linked, None, cfg.data.max_entities, cfg.data.max_mention_words)
+
+    samples = [Sample(image=torch.randn(channels, size, size, generator=generator), sentences=sentences, index=i,
+                      image_view2=torch.randn(channels, size, size, generator=generator) if second_view else None,
+                      **entities(i))
+               for i in range(cfg.data.batch_size)]
+    return collate(samples)
+
+
+BENCH_STEP = 10 ** 6   # far past any warm-up, prototype freeze and stage start
+
+
+def bench_context(cfg, stage: str | None = None) -> StepContext:
+    """The step context the bench trains at: every objective at full cost — far past any
+    warm-up and prototype freeze, in the last stage — or, with ``stage``, at the last step of
+    that stage (its name and weights, as ``Schedule.at`` gives them in training)."""
+    schedule = Schedule.from_config(cfg, steps_per_epoch=1)
+    if stage is None:
+        return dataclasses.replace(schedule.at(BENCH_STEP), max_steps=10 * BENCH_STEP)
+    spans = {span.name: span for span in schedule.stages}
+    if stage not in spans:
+        raise ConfigError(f"bench stage={stage}: {cfg.name} has stages {sorted(spans) or 'none'}")
+    return schedule.at(spans[stage].end - 1)
+
+
 def bench_one(experiment_path, overrides, steps: int, warmup: int, label: str) -> BenchResult:
     from kgvlp.engine.backend import DeepSpeedBackend, init_distributed, pick_device
-    from kgvlp.engine.schedule import Schedule
     from kgvlp.models.build import build_model
-    from kgvlp.models.context import StepContext
-    from kgvlp.models.text import load_tokenizer
 
     cfg = load_experiment(experiment_path, overrides).config
     device = pick_device(cfg.trainer.device, cfg.trainer.precision)
@@ -65,24 +113,10 @@ def bench_one(experiment_path, overrides, steps: int, warmup: int, label: str) -
     backend = DeepSpeedBackend(model, cfg.trainer, cfg.data.batch_size, device)
     if cfg.trainer.compile:
         backend.module.compile_for_training()
-    size, channels = cfg.model.image.image_size, cfg.model.image.in_chans
-    collate = Collator(load_tokenizer(cfg.model.text), cfg.model.text.max_length)
-    sentences = split_sentences(BENCH_REPORT)
-    second_view = cfg.data.second_view or model.wants_second_view
-
-    def make_batch():
-        samples = [Sample(image=torch.randn(channels, size, size), sentences=sentences, index=i,
-                          image_view2=torch.randn(channels, size, size) if second_view else None)
-                   for i in range(cfg.data.batch_size)]
-        return collate(samples)
-
     started = time.perf_counter()
-    batch = make_batch()
+    batch = bench_batch(cfg, backend.module)
     data_ms = (time.perf_counter() - started) * 1e3
-    # Far past any warm-up, prototype freeze and stage start: every objective at full cost.
-    step = 10 ** 6
-    ctx = StepContext(step=step, epoch=10.0, steps_per_epoch=1, max_steps=10 ** 7,
-                      weights=Schedule.from_config(cfg, steps_per_epoch=1).weights_at(step))
+    ctx = bench_context(cfg)
     timings = {"forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

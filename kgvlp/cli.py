@@ -40,6 +40,13 @@ def _bench(args) -> int:
     return 0
 
 
+def _bench_compare(args) -> int:
+    from kgvlp.perf.compare import compare, default_out, parse_runs, print_report
+    out = Path(args.out) if args.out else default_out()
+    print_report(compare(parse_runs(args.experiment, args.overrides, args.also), args.steps, args.warmup, out))
+    return 0
+
+
 def _register_optional(sub, module: str, command: str, help_text: str, wanted: str | None) -> None:
     """Sub-commands owned by other packages, each with a ``register(subparsers)``.
 
@@ -85,6 +92,20 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
                              help='overrides of a configuration to run side by side, e.g. '
                                   '"objectives.cta.weight=0 objectives.cpa.weight=0" (repeatable)')
     bench_train.set_defaults(func=_bench)
+    compare = bench_sub.add_parser(
+        "compare", help="each stack vs a plain contrastive step on its encoders, interleaved in one process",
+        description="Per run: pairs/s, × a plain symmetric-InfoNCE step on the same encoders, batch and "
+                    "precision, peak memory, FLOP/pair, MFU, the profiled per-objective split (chrome "
+                    "traces), host syncs and graph breaks on CUDA; compare.json in --out.")
+    compare.add_argument("experiment")
+    compare.add_argument("overrides", nargs="*", help="k=v for every run")
+    compare.add_argument("--also", action="append", default=[],
+                         help='another run: "k=v ..." on top of the overrides, or "OTHER.yaml k=v ..."; '
+                              'as=LABEL names it, stage=NAME trains at that stage (repeatable)')
+    compare.add_argument("--steps", type=int, default=8, help="interleaved timed rounds")
+    compare.add_argument("--warmup", type=int, default=2, help="untimed steps per run before the rounds")
+    compare.add_argument("--out", help="folder for compare.json and the traces (default runs/bench-compare-TIME)")
+    compare.set_defaults(func=_bench_compare)
 
     _register_optional(sub, "kgvlp.eval.cli", "eval", "evaluate a trained image encoder", wanted)
     _register_optional(sub, "kgvlp.data.cli", "data", "synthetic data, dataset preparation, previews", wanted)
