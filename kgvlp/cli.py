@@ -41,9 +41,12 @@ def _bench(args) -> int:
 
 
 def _bench_compare(args) -> int:
-    from kgvlp.perf.compare import compare, default_out, parse_runs, print_report
-    out = Path(args.out) if args.out else default_out()
-    print_report(compare(parse_runs(args.experiment, args.overrides, args.also), args.steps, args.warmup, out))
+    from kgvlp.perf.compare import compare, default_out, dry_run, parse_runs, print_report
+    specs = parse_runs(args.experiment, args.overrides, args.also)
+    if args.dry_run:
+        print("\n".join(dry_run(specs)))
+        return 0
+    print_report(compare(specs, args.steps, args.warmup, Path(args.out) if args.out else default_out()))
     return 0
 
 
@@ -105,6 +108,8 @@ def build_parser(wanted: str | None = None) -> argparse.ArgumentParser:
     compare.add_argument("--steps", type=int, default=8, help="interleaved timed rounds")
     compare.add_argument("--warmup", type=int, default=2, help="untimed steps per run before the rounds")
     compare.add_argument("--out", help="folder for compare.json and the traces (default runs/bench-compare-TIME)")
+    compare.add_argument("--dry-run", action="store_true",
+                         help="load every run's config and stage, print one line each, build nothing")
     compare.set_defaults(func=_bench_compare)
 
     _register_optional(sub, "kgvlp.eval.cli", "eval", "evaluate a trained image encoder", wanted)

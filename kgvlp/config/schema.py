@@ -13,7 +13,7 @@ from omegaconf import II
 # Options with a fixed set of values: omegaconf checks a Literal at load time and names the
 # valid choices. Registries elsewhere read these (kgvlp.data.DATASETS, backend.PRECISIONS).
 ImageEncoderName = Literal["vit_test", "vit_science_patch8", "vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16",
-                           "resnet50", "resnet_test"]          # kgvlp/models/image.py
+                           "vit_large_patch14", "resnet50", "resnet_test"]          # kgvlp/models/image.py
 DatasetName = Literal["synthcxr", "mimic_cxr", "iu_xray", "chexpert", "rsna_pneumonia", "covidx",
                       "siim_acr", "object_cxr"]
 Precision = Literal["fp32", "bf16", "bf16-weights", "fp16"]

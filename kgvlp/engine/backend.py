@@ -171,6 +171,17 @@ def make_safe_checkpoint_engine():
     return SafeCheckpointEngine()
 
 
+def register_external_parameters(model: torch.nn.Module) -> None:
+    """ZeRO-3 gathers a parameter only while its owning module's forward runs; modules that
+    read a child's parameters outside it list them in ``external_parameters()`` (the ViT
+    encoder: timm's class token and position embedding), and DeepSpeed gathers those around
+    the listing module's forward. Without it a ZeRO-3 ViT step read size-0 partitions."""
+    import deepspeed
+    for module in model.modules():
+        for param in getattr(module, "external_parameters", lambda: [])():
+            deepspeed.zero.register_external_parameter(module, param)
+
+
 class DeepSpeedBackend:
     def __init__(self, model: torch.nn.Module, trainer: TrainerConfig, micro_batch: int,
                  device: torch.device):
@@ -188,6 +199,8 @@ class DeepSpeedBackend:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=deepspeed_config(trainer, micro_batch))
         self.engine.checkpoint_engine = make_safe_checkpoint_engine()
+        if trainer.zero_stage == 3:
+            register_external_parameters(self.engine.module)
         # Inputs in the weights' dtype; autocast (bf16) casts inside the ops instead.
         self.image_dtype = HALF_WEIGHTS.get(trainer.precision)
 

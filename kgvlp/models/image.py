@@ -71,6 +71,27 @@ class VisiblePatches(nn.Module):
         return torch.cat([x[:, :prefix], torch.gather(x[:, prefix:], 1, index)], dim=1)
 
 
+class _BackboneIntermediates(nn.Module):
+    """``backbone.forward_intermediates`` as a module call returning tensors, so that ZeRO-3
+    gathers the backbone's own parameters (class token, position embedding: read outside
+    the backbone's ``forward``) around it in the forward *and* the backward — DeepSpeed
+    hooks the backward through a module's tensor outputs, which ``ImageOutput`` hides.
+    Holds the backbone without owning it: no parameters, the state dict is unchanged."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "backbone", backbone)   # not a child module
+
+    def external_parameters(self) -> list[nn.Parameter]:
+        """Registered with ZeRO-3 by the backend (DeepSpeed's external parameters)."""
+        return list(self.backbone.parameters(recurse=False))
+
+    def forward(self, images: Tensor, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        x, [(before_last, prefix_tokens)] = self.backbone.forward_intermediates(
+            images, indices=[index], return_prefix_tokens=True, output_fmt="NLC")
+        return x, before_last, prefix_tokens
+
+
 class ViTEncoder(nn.Module):
     """timm VisionTransformer; keeps the last block's CLS→patch attention (MGCA's patch weights).
 
@@ -93,6 +114,7 @@ class ViTEncoder(nn.Module):
         if not isinstance(self.backbone.patch_drop, nn.Identity):
             raise ValueError("ViTEncoder: the timm backbone uses patch dropout, whose slot holds the masked view")
         self.backbone.patch_drop = VisiblePatches(self.backbone.num_prefix_tokens)
+        self.intermediates = _BackboneIntermediates(self.backbone)
 
     @contextlib.contextmanager
     def visible_only(self, keep_index: Tensor):
@@ -115,8 +137,7 @@ class ViTEncoder(nn.Module):
     def forward(self, images: Tensor) -> ImageOutput:
         vit = self.backbone
         # The input of the last block (the output of the one before it) gives the attention.
-        x, [(before_last, prefix_tokens)] = vit.forward_intermediates(
-            images, indices=[len(vit.blocks) - 2], return_prefix_tokens=True, output_fmt="NLC")
+        x, before_last, prefix_tokens = self.intermediates(images, len(vit.blocks) - 2)
         patch_weights = self._cls_attention(vit.blocks[-1], torch.cat([prefix_tokens, before_last], dim=1))
         prefix = vit.num_prefix_tokens
         return _projected(self, ImageOutput(global_vector=x[:, 0], tokens=x[:, prefix:],

@@ -81,28 +81,54 @@ class RunResult:
     trace: str = ""
 
 
+def _bench_words(tokens: list[str]) -> tuple[dict[str, str], list[str]]:
+    words, rest = {}, []
+    for token in tokens:
+        key, eq, value = token.partition("=")
+        if key in BENCH_WORDS and eq:
+            words[key] = value
+        else:
+            rest.append(token)
+    return words, rest
+
+
 def parse_runs(experiment: str, overrides: list[str], also: list[str]) -> list[RunSpec]:
-    """The positional run and one per ``--also`` string (see the module docstring)."""
+    """The positional run and one per ``--also`` string (see the module docstring); bench
+    words among the positional overrides name the positional run only."""
+    first_words, overrides = _bench_words(overrides)
     specs = []
     for extra in [None, *also]:
         tokens = extra.split() if extra else []
         path = experiment
         if tokens and tokens[0].endswith((".yaml", ".yml")):
             path, tokens = tokens[0], tokens[1:]
-        words = {}
-        config_overrides = list(overrides)
-        for token in tokens:
-            key, eq, value = token.partition("=")
-            if key in BENCH_WORDS and eq:
-                words[key] = value
-            else:
-                config_overrides.append(token)
-        label = words.get("as") or " ".join([Path(path).stem, *tokens]) or Path(path).stem
-        specs.append(RunSpec(label, path, config_overrides, words.get("stage")))
+        words, own = _bench_words(tokens)
+        if extra is None:
+            words = first_words
+        label = words.get("as") or " ".join([Path(path).stem, *own])
+        specs.append(RunSpec(label, path, list(overrides) + own, words.get("stage")))
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"bench compare: two runs share a label in {labels}; name them with as=LABEL")
     return specs
+
+
+def dry_run(specs: list[RunSpec]) -> list[str]:
+    """Load every run's config and step context without building anything: one line each."""
+    lines = []
+    for spec in specs:
+        cfg = load_experiment(spec.experiment, spec.overrides).config
+        ctx = bench_context(cfg, spec.stage)
+        active = [name for name, weight in (ctx.weights or {}).items() if weight]
+        lines.append(f"{spec.label}: {spec.experiment} {' '.join(spec.overrides)} → stage {ctx.stage or '-'}, "
+                     f"batch {cfg.data.batch_size}, {cfg.trainer.precision}, compile {cfg.trainer.compile}, "
+                     f"ZeRO-{cfg.trainer.zero_stage}, objectives {', '.join(active)}")
+    return lines
+
+
+def _say(message: str) -> None:
+    """Progress on stderr: a CPU comparison can take minutes."""
+    print(f"bench compare: {message}", file=sys.stderr, flush=True)
 
 
 def _sync(device: torch.device) -> None:
@@ -161,17 +187,19 @@ def _matmul_dtype(precision: str) -> torch.dtype:
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """FLOP/s of a large square matmul in ``dtype`` on ``device``, timed here."""
-    n, reps = (8192, 20) if device.type == "cuda" else (1024, 4)
+    """FLOP/s of a large square matmul in ``dtype`` on ``device``, timed here: the fastest
+    of several timings (a shared CPU's load spikes would otherwise set the peak)."""
+    n, reps = (8192, 10) if device.type == "cuda" else (1024, 6)
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    for _ in range(2):
-        a @ b
-    _sync(device)
-    started = time.perf_counter()
+    a @ b
+    best = float("inf")
     for _ in range(reps):
+        _sync(device)
+        started = time.perf_counter()
         a @ b
-    _sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - started)
+        _sync(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * n ** 3 / best
 
 
 def _flops(run: _Run) -> float:
@@ -317,14 +345,18 @@ def compare(specs: list[RunSpec], steps: int, warmup: int, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc)
     runs = _build(specs)
+    _say(f"built {', '.join(run.result.label for run in runs)}")
     for run in runs:
         _warm_up(run, warmup)
-    for _ in range(steps):
+        _say(f"{run.result.label}: FLOPs counted, warmed up")
+    for index in range(steps):
         for run in runs:
             _timed_step(run)
+        _say(f"round {index + 1}/{steps} timed")
     for run in runs:
         _profile(run, out)
         run.result.host_syncs = _sync_check(run)
+    _say("profiled")
     device = runs[0].device
     peaks = {dtype: matmul_peak(device, dtype) for dtype in {_matmul_dtype(r.result.precision) for r in runs}}
     _summarise(runs, peaks)
@@ -378,3 +410,22 @@ def print_report(report: dict) -> None:
 
 def default_out() -> Path:
     return Path(f"runs/bench-compare-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+
+
+def markdown_table(report: dict) -> str:
+    """The report as a Markdown table (README, docs), the split as each phase's share."""
+    lines = ["| run | pairs/s | × reference | step ms | GFLOP/pair | MFU | peak GB | split of one step | host syncs | graph breaks |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |"]
+    for r in report["runs"]:
+        split = r["split_ms"]
+        whole = sum(split.get(k, 0.0) for k in ("forward", "backward", "optimizer")) or 1.0
+        parts = [(k.removeprefix("objective/"), v) for k, v in split.items()
+                 if k in ("encode", "backward", "optimizer") or k.startswith("objective/")]
+        if "encode" not in split:   # the reference: its forward is the encoders
+            parts.insert(0, ("forward", split.get("forward", 0.0)))
+        shares = " · ".join(f"{name} {ms / whole:.0%}" for name, ms in parts)
+        ratio = f"{r['ratio_to_reference']:.2f}" if r["reference"] else "1.00"
+        lines.append(f"| {r['label']} | {r['pairs_per_s']:.1f} | {ratio} | {r['step_ms']:.0f} | "
+                     f"{r['flop_per_pair'] / 1e9:.2f} | {r['mfu']:.1%} | {r['peak_memory_gb']:.2f} | {shares} | "
+                     f"{r['host_syncs']} | {r['graph_breaks']} |")
+    return "\n".join(lines)

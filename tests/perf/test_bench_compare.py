@@ -111,10 +111,10 @@ def test_the_reference_step_trains(tokenizer, reports):
 
 
 def test_runs_are_the_positional_experiment_then_each_also_with_bench_words_taken_out():
-    specs = parse_runs("a.yaml", ["x=1"], ["y=2", "b.yaml as=B stage=s1 z=3"])
+    specs = parse_runs("a.yaml", ["x=1", "as=A"], ["y=2", "b.yaml as=B stage=s1 z=3"])
 
     assert [(s.label, s.experiment, s.overrides, s.stage) for s in specs] == [
-        ("a", "a.yaml", ["x=1"], None), ("a y=2", "a.yaml", ["x=1", "y=2"], None),
+        ("A", "a.yaml", ["x=1"], None), ("a y=2", "a.yaml", ["x=1", "y=2"], None),
         ("B", "b.yaml", ["x=1", "z=3"], "s1")]
     with pytest.raises(ValueError, match="share a label"):
         parse_runs("a.yaml", [], ["as=a"])
