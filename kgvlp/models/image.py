@@ -22,6 +22,7 @@ VIT_ARCHS = {
     "vit_tiny_patch16": "vit_tiny_patch16_224",
     "vit_small_patch16": "vit_small_patch16_224",
     "vit_base_patch16": "vit_base_patch16_224",
+    "vit_large_patch14": "vit_large_patch14_224",
 }
 CNN_ARCHS = {"resnet50": "resnet50", "resnet_test": "resnet18"}
 IMAGE_ENCODERS = sorted([*VIT_ARCHS, *CNN_ARCHS])
