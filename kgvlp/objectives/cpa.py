@@ -32,13 +32,25 @@ class CPAConfig(ObjectiveConfig):
     official_quirks: bool = False  # exp(score/ε) without max-subtraction; per-GPU Sinkhorn; float32 codes
 
 
+class Prototypes(nn.Linear):
+    """K prototype rows (``prototypes.weight``, nn.Linear's init and state-dict key); the
+    scores are computed in this module's own forward because ZeRO-3 gathers a parameter
+    only around a forward of the module that owns it — reading ``.weight`` from the
+    objective's forward saw an empty partition. ``frozen``: zero gradient, not None, so
+    every rank reduces the same parameters and Adam's moments stay at zero."""
+
+    def forward(self, embeds: Tensor, frozen: bool = False) -> Tensor:
+        weight = self.weight.detach() + 0.0 * self.weight if frozen else self.weight
+        return embeds @ weight.t()
+
+
 class CPA(Objective):
     Config = CPAConfig
     requires = frozenset({Need.IMAGE_EMBED, Need.TEXT_EMBED})
 
     def __init__(self, cfg, dims):
         super().__init__(cfg, dims)
-        self.prototypes = nn.Linear(dims.embed_dim, cfg.num_prototypes, bias=False)
+        self.prototypes = Prototypes(dims.embed_dim, cfg.num_prototypes, bias=False)
         with torch.no_grad():
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
 
@@ -51,20 +63,17 @@ class CPA(Objective):
         return codes.float() if quirks else codes
 
     def forward(self, features, ctx):
-        weight = self.prototypes.weight
-        if ctx.epoch < self.cfg.freeze_prototypes_epochs:
-            # Zero gradient (not None), so every rank reduces the same parameters; Adam's
-            # moments stay at zero and renormalisation undoes weight decay's scaling.
-            weight = weight.detach() + 0.0 * weight
-        image_scores = features.image_embed @ weight.t()
-        text_scores = features.text_embed @ weight.t()
+        # The first epoch's prototypes are frozen (renormalisation undoes weight decay).
+        frozen = ctx.epoch < self.cfg.freeze_prototypes_epochs
+        image_scores = self.prototypes(features.image_embed, frozen)
+        text_scores = self.prototypes(features.text_embed, frozen)
         image_codes = self._codes(image_scores)
         text_codes = self._codes(text_scores)
         log_p_image = F.log_softmax(at_least_fp32(image_scores) / self.cfg.temperature, dim=1)
         log_p_text = F.log_softmax(at_least_fp32(text_scores) / self.cfg.temperature, dim=1)
         loss = 0.5 * (-(image_codes * log_p_text).sum(1).mean() - (text_codes * log_p_image).sum(1).mean())
         with torch.no_grad():
-            used = torch.zeros(self.cfg.num_prototypes, device=weight.device)
+            used = torch.zeros(self.cfg.num_prototypes, device=image_scores.device)
             used[image_codes.argmax(1)] = 1.0
             used_prototypes = used.sum()
         return ObjectiveOutput(terms={"cpa": loss}, metrics={"prototypes_used": used_prototypes})
