@@ -52,8 +52,9 @@ class EMAModule(nn.Module):
     @staticmethod
     def compute_like(dtype: torch.dtype, device: torch.device):
         """Autocast to ``dtype`` when the online model trains in half-precision weights
-        (no autocast of its own); a no-op in fp32 and under the trainer's bf16 autocast."""
-        if dtype == torch.float32 or torch.is_autocast_enabled(device.type):
+        (no autocast of its own); a no-op in fp32/fp64 (float64: the exactness tests; autocast
+        has no float64 target) and under the trainer's bf16 autocast."""
+        if dtype in (torch.float32, torch.float64) or torch.is_autocast_enabled(device.type):
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=dtype)
 
