@@ -247,6 +247,7 @@ class DeepSpeedBackend:
             loss, logs = self.forward(batches[0], ctx)
             self.backward(loss)
         else:
+            self._clear_zero3_gradient_partitions()
             batches = [batch.to(self.device, self.image_dtype) for batch in batches]   # moved once
             loss, logs = accumulate(
                 batches, encode=lambda batch: self.engine(batch, ctx, part="samples"),
@@ -255,6 +256,17 @@ class DeepSpeedBackend:
                 module=self.engine.module, device=self.device)
         self.step()
         return loss, logs
+
+    def _clear_zero3_gradient_partitions(self) -> None:
+        """ZeRO-3 copies (rather than adds) a gradient partition only in the first backward
+        after ``zero_grad`` and counts backwards at the next forward; accumulation's first
+        backward (the loss on the cached features) reaches only the heads, and the forward
+        that follows moves the count on, so the encoders' partitions kept the previous
+        step's gradients and were added to (2 ranks, ZeRO-3, grad_accum 2: step 3's loss
+        off by 0.3). Zeroing the flat partition buffer first makes every backward add."""
+        buffer = getattr(self.engine.optimizer, "grad_partitions_flat_buffer", None)
+        if self.trainer.zero_stage == 3 and buffer is not None:
+            buffer.zero_()
 
     # -- checkpoints -------------------------------------------------------------------
     def save(self, directory: Path, step: int, client_state: dict, keep: int) -> Path:
