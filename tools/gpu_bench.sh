@@ -53,7 +53,7 @@ if [ "$MODE" = smoke ]; then   # tiny sizes: the same files and code paths, on t
   B="$TINY model.image.name=resnet_test model.image.projection_dim=32 model.text.projection_dim=32
      model.services.sentence_bank.size=8 objectives.prototype_generation.num_layers=1"
   BASE_B=""
-  # ZeRO-3 on the CPU runs ITA only: CPA reads its prototypes outside their Linear (issue 18 report)
+  # ZeRO-3 on the CPU smoke runs ITA only (kept small; full MGCA under ZeRO-3 is tests/engine/test_grad_accum.py)
   C="$TINY model.image.name=vit_test objectives.cta.weight=0 objectives.cpa.weight=0"
   STEPS=1 WARMUP=0 LOADER="--n 16 --workers 1 --batch 8 --source-size 256"
 fi
