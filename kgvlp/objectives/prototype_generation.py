@@ -59,6 +59,23 @@ class PrototypeGenerationConfig(ObjectiveConfig):
     matcher: Literal["torch", "triton"] = "torch"  # torch (tensor ops, any device) | triton (one CUDA launch)
 
 
+def bert_initialise(module: nn.Module, std: float = 0.02) -> None:
+    """BERT's ``_init_weights`` (the code's decoder is a ``BertModel``): every projection
+    N(0, ``std``) with zero bias — nn.MultiheadAttention's packed q/k/v included — and
+    LayerNorm 1 / 0; torch's own init is Xavier / Kaiming-uniform."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.normal_(sub.weight, std=std)
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+        elif isinstance(sub, nn.MultiheadAttention):
+            nn.init.normal_(sub.in_proj_weight, std=std)
+            nn.init.zeros_(sub.in_proj_bias)
+        elif isinstance(sub, nn.LayerNorm):
+            nn.init.ones_(sub.weight)
+            nn.init.zeros_(sub.bias)
+
+
 BERT_LAYER_NORM_EPS = 1e-12         # BertConfig.layer_norm_eps (nn.TransformerDecoderLayer: 1e-5)
 
 
@@ -118,6 +135,8 @@ class PrototypeGeneration(Objective):
             layer.dropout = nn.Identity()      # BertIntermediate → BertOutput: no dropout between
         self.embeddings = QueryEmbeddings(cfg.num_queries, width, cfg.dropout) if quirks else None
         self.decoder = nn.TransformerDecoder(layer, cfg.num_layers)
+        if quirks:
+            bert_initialise(self.decoder)
         # official_quirks: L_gpa uses prior_global's scale, so none of its own.
         self.logit_scale = None if quirks else LogitScale(cfg.temperature, cfg.max_scale)
         self.reads_from = ("prior_global",) if quirks else ()

@@ -206,3 +206,25 @@ def test_a_quirk_reader_listed_before_the_objective_it_reads_fails_when_built(re
     with pytest.raises(ValueError, match=f"{reader}.official_quirks.*list it before {reader}"):
         ObjectiveSet(configs, REGISTRY, dims(4, tokens=4, slots=3))
     ObjectiveSet(dict(reversed(list(configs.items()))), REGISTRY, dims(4, tokens=4, slots=3))   # owner first
+
+
+def test_the_quirk_decoder_is_initialised_as_bert_and_the_default_as_torch():
+    """The code's generator is a BertModel (every projection N(0, 0.02), zero bias); kgvlp's
+    nn.TransformerDecoder keeps torch's init unless official_quirks asks for BERT's."""
+    torch.manual_seed(0)
+    quirk = PrototypeGeneration(PrototypeGenerationConfig(official_quirks=True, num_layers=2, num_heads=4), dims(width=64))
+    torch.manual_seed(0)
+    default = PrototypeGeneration(PrototypeGenerationConfig(num_layers=2, num_heads=4), dims(width=64))
+
+    def projections(objective):
+        return [m for m in objective.decoder.modules() if isinstance(m, torch.nn.Linear)]
+
+    for linear in projections(quirk):
+        assert float(linear.weight.detach().std()) == pytest.approx(0.02, rel=0.15)
+        assert float(linear.bias.detach().abs().max()) == 0.0
+    attention = quirk.decoder.layers[0].self_attn
+    assert float(attention.in_proj_weight.detach().std()) == pytest.approx(0.02, rel=0.15)
+    assert float(attention.in_proj_bias.detach().abs().max()) == 0.0
+    # torch's Kaiming-uniform on the feed-forward's first layer: std 1/sqrt(3 * fan_in)
+    first = default.decoder.layers[0].linear1
+    assert float(first.weight.detach().std()) == pytest.approx(1 / math.sqrt(3 * first.in_features), rel=0.15)
