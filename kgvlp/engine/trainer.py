@@ -116,7 +116,15 @@ class Trainer:
         self.skipped_samples = 0
         self.last_checkpoint: Path | None = None
         if resume is not None:
-            self._resume(Path(resume))
+            try:
+                self._resume(Path(resume))
+            except BaseException:   # a refused checkpoint: leave metrics.jsonl closed
+                self.logger.close()
+                raise
+
+    def close(self) -> None:
+        """Close the metrics files of a trainer built but not trained (``train`` closes them)."""
+        self.logger.close()
 
     @property
     def max_steps(self) -> int:
@@ -228,37 +236,39 @@ class Trainer:
         accum = self.cfg.trainer.grad_accum
         window = LogWindow(pairs_per_step=self.cfg.data.batch_size * self.world * accum)
         pending: list = []
-        with progress_bar(self.cfg.trainer.progress and self.rank == 0) as bar:
-            task = bar.add_task(self.cfg.name, total=self.max_steps, completed=self.step, status="")
-            while self.step < self.max_steps:
-                window.restart_clock()
-                for batch in self._loader():
-                    pending.append(batch)
-                    self.skipped_samples += batch.skipped
-                    self.micro_step += 1
-                    if len(pending) < accum:
-                        continue
-                    ctx = self.schedule.at(self.step)
-                    if ctx.stage and ctx.stage != window.stage and self.rank == 0:
-                        bar.console.print(f"stage [bold]{ctx.stage}[/] from step {self.step}")
-                    window.stage = ctx.stage
-                    self.backend.set_lr(ctx.lr)
-                    loss, logs = self.backend.train_step(pending, ctx)
-                    pending = []
-                    self.model.after_step(ctx)
-                    self.step += 1
-                    self._record(window, logs, ctx.lr, lambda row: bar.update(
-                        task, completed=self.step, status=_status(row)))
-                    if self.step >= self.max_steps:
-                        break
-                else:
-                    self.epoch += 1
-                    self.micro_step = 0
-        self._flush(window)
-        if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(f"{self.step:07d}"):
-            self.save_checkpoint()
-        final = self.export_final()
-        self.logger.close()
+        try:
+            with progress_bar(self.cfg.trainer.progress and self.rank == 0) as bar:
+                task = bar.add_task(self.cfg.name, total=self.max_steps, completed=self.step, status="")
+                while self.step < self.max_steps:
+                    window.restart_clock()
+                    for batch in self._loader():
+                        pending.append(batch)
+                        self.skipped_samples += batch.skipped
+                        self.micro_step += 1
+                        if len(pending) < accum:
+                            continue
+                        ctx = self.schedule.at(self.step)
+                        if ctx.stage and ctx.stage != window.stage and self.rank == 0:
+                            bar.console.print(f"stage [bold]{ctx.stage}[/] from step {self.step}")
+                        window.stage = ctx.stage
+                        self.backend.set_lr(ctx.lr)
+                        loss, logs = self.backend.train_step(pending, ctx)
+                        pending = []
+                        self.model.after_step(ctx)
+                        self.step += 1
+                        self._record(window, logs, ctx.lr, lambda row: bar.update(
+                            task, completed=self.step, status=_status(row)))
+                        if self.step >= self.max_steps:
+                            break
+                    else:
+                        self.epoch += 1
+                        self.micro_step = 0
+            self._flush(window)
+            if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(f"{self.step:07d}"):
+                self.save_checkpoint()
+            final = self.export_final()
+        finally:   # an aborted run (NaN, interrupt) still closes metrics.jsonl
+            self.logger.close()
         return TrainResult(run_dir=self.run_dir, steps=self.step, final_weights=final, history=window.history)
 
     def _record(self, window: "LogWindow", logs: dict, lr: float, show) -> None:

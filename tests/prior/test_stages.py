@@ -118,7 +118,9 @@ def test_the_bank_and_its_usage_round_trip_through_checkpoints(full_run):
     bank = run.model.services["sentence_bank"]
 
     loaded = load_model(run_dir)[0].services["sentence_bank"]
-    resumed = trainer(run_dir, resume=True).model.services["sentence_bank"]
+    resumed_trainer = trainer(run_dir, resume=True)
+    resumed = resumed_trainer.model.services["sentence_bank"]
+    resumed_trainer.close()
 
     for other in (loaded, resumed):
         torch.testing.assert_close(other.prototypes.weight, bank.prototypes.weight, atol=0, rtol=0)
