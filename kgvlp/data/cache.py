@@ -112,6 +112,13 @@ class CacheWriter:
         self._meta.flush()
         self._masks.flush()
 
+    def abandon(self) -> None:
+        """Stop without finishing (an interrupted prepare): what was written stays on disk,
+        flushed, for the next run to resume from; the files are closed."""
+        self.flush()
+        self._meta.close()
+        self._masks.close()
+
     def close(self) -> None:
         """Finish: sort the index by row, write info.json (complete) and the skip report.
 

@@ -119,12 +119,17 @@ def prepare(dataset: str, root: str | Path, out: str | Path, size: int = 256, wo
                 writer.flush()
             bar.update(1)
 
-    if workers > 1 and len(todo) > 16:
-        with get_context("fork").Pool(workers) as pool:
-            consume(pool.imap_unordered(_encode, todo, chunksize=8))
-    else:
-        consume(map(_encode, todo))
-    bar.close()
+    try:
+        if workers > 1 and len(todo) > 16:
+            with get_context("fork").Pool(workers) as pool:
+                consume(pool.imap_unordered(_encode, todo, chunksize=8))
+        else:
+            consume(map(_encode, todo))
+    except BaseException:   # interrupted: keep what was written for the resume, close the files
+        writer.abandon()
+        raise
+    finally:
+        bar.close()
     writer.close()
     return {"records": len(records), "written": len(records) - skipped, "skipped": skipped,
             "skipped_reports": len(result.skipped_reports), "replaced_reports": len(result.replaced_reports),

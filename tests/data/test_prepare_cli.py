@@ -50,7 +50,7 @@ def test_prepare_resumes_after_interruption(tmp_path):
     writer = CacheWriter(tmp_path / "cache", 4, 32, {"label_names": ["pneumothorax"]})
     row, image, (meta, masks), _ = _encode((0, records[0], 32))
     writer.put(row, image, meta, masks)
-    writer.flush()  # … and the process dies here
+    writer.abandon()  # … and the process dies here (flushed; abandon also closes the files)
 
     prepare("siim_acr", root, tmp_path / "cache", size=32, workers=1, progress=False)
     cache = ImageCache(tmp_path / "cache")
