@@ -4,6 +4,7 @@ on the CPU (MGCA demo, MLIP demo, PRIOR demo in stage 3 and in stage 1)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,7 +65,7 @@ def test_the_report_has_every_field_for_every_run_and_a_trace_each(report):
         assert run["pairs_per_s"] > 0 and run["flop_per_pair"] > 0 and 0 < run["mfu"]
         assert run["peak_memory_gb"] > 0
         assert run["host_syncs"] == run["graph_breaks"] == "n/a (CPU)"
-        assert json.loads(open(run["trace"]).read())["traceEvents"]
+        assert json.loads(Path(run["trace"]).read_text())["traceEvents"]
     assert report["matmul_peak_tflops"]["float32"] > 0 and len(report["load_average"]) == 3
 
 
