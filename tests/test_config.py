@@ -154,6 +154,17 @@ trainer:
         load_experiment(path)
 
 
+def test_a_stage_that_weights_no_objective_fails_listing_the_objectives(tmp_path):
+    path = write(tmp_path, "staged.yaml", TINY + """
+trainer:
+  stages:
+    - {name: warm, steps: 10}
+""")
+
+    with pytest.raises(ConfigError, match=r"trainer\.stages\[warm\].*no objective a positive weight.*ita"):
+        load_experiment(path)
+
+
 # ---------------------------------------------------------------------------------------
 # merging
 

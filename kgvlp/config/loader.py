@@ -174,6 +174,10 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple
             if name not in objectives:
                 raise ConfigError(f"trainer.stages[{stage.name}].weights names objective {name!r}, "
                                   f"which is not under 'objectives' ({', '.join(objectives) or 'none'})")
+        if not any(weight > 0 for weight in stage.weights.values()):
+            raise ConfigError(f"trainer.stages[{stage.name}].weights gives no objective a positive weight, "
+                              f"so the stage would train nothing (a stage's weights replace "
+                              f"objectives.<name>.weight); list some of: {', '.join(objectives) or 'none'}")
     if tree.data.image_size != tree.model.image.image_size:
         raise ConfigError(f"data.image_size ({tree.data.image_size}) must equal model.image.image_size "
                           f"({tree.model.image.image_size}); write data.image_size: "
@@ -196,6 +200,7 @@ RANGES = {"data.batch_size": (1, True), "data.num_workers": (0, True), "data.syn
           "model.text.num_layers": (1, True), "model.text.sentence_slots": (1, True),
           "trainer.max_steps": (1, True), "trainer.max_epochs": (0, False), "trainer.lr": (0, False),
           "trainer.min_lr": (0, True), "trainer.weight_decay": (0, True), "trainer.warmup_ratio": (0, True),
+          "trainer.warmup_start_lr": (0, True),
           "trainer.grad_accum": (1, True), "trainer.grad_clip": (0, True), "trainer.log_every": (1, True),
           "trainer.checkpoint_every": (0, True), "trainer.keep_checkpoints": (0, True)}
 

@@ -17,6 +17,7 @@ ImageEncoderName = Literal["vit_test", "vit_science_patch8", "vit_tiny_patch16",
 DatasetName = Literal["synthcxr", "mimic_cxr", "iu_xray", "chexpert", "rsna_pneumonia", "covidx",
                       "siim_acr", "object_cxr"]
 Precision = Literal["fp32", "bf16", "bf16-weights", "fp16"]
+WarmupFormula = Literal["kgvlp", "cosine_annealing_warmup", "pl_bolts"]    # kgvlp/engine/schedule.py
 EvalSuite = Literal["default", "full", "probe", "text"]                # kgvlp/eval/tasks.py SUITES
 
 
@@ -151,6 +152,10 @@ class StageConfig:
     epochs: Optional[float] = None
     lr: Optional[float] = None
     warmup_ratio: Optional[float] = None
+    warmup_start_lr: Optional[float] = None   # None = trainer.warmup_start_lr
+    # true: the stage starts with a fresh optimizer state (Adam's moments and step count
+    # reset), as PRIOR's code builds a new optimizer per stage. Ours: false, moments carry on.
+    reset_optimizer: bool = False
     weights: Dict[str, float] = field(default_factory=dict)
 
 
@@ -163,6 +168,10 @@ class TrainerConfig:
     weight_decay: float = 0.05
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_ratio: float = 0.4         # MGCA's LinearWarmupCosineAnnealing: 40% of steps
+    warmup_start_lr: Optional[float] = None   # lr the warm-up starts from; None = min_lr
+    # Where the warm-up line is sampled (kgvlp/engine/schedule.py): kgvlp (s+1)/W;
+    # cosine_annealing_warmup s/W (MGCA's code); pl_bolts s/(W-1) (PRIOR's code).
+    warmup_formula: WarmupFormula = "kgvlp"
     zero_stage: Literal[0, 1, 2, 3] = 0
     precision: Precision = "fp32"     # fp32 | bf16 (autocast, fp32 weights) | bf16-weights | fp16
     # Micro-batches per optimizer step; the objectives see all of them at once (the

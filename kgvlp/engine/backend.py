@@ -196,6 +196,9 @@ class DeepSpeedBackend:
             torch.backends.cuda.matmul.allow_tf32 = trainer.tf32
             torch.backends.cudnn.allow_tf32 = trainer.tf32
         optimizer = torch.optim.AdamW(params, **optimizer_kwargs)
+        # The torch AdamW itself (DeepSpeed's ZeRO / bf16 wrappers step it on their fp32
+        # partitions): its ``state`` is what a reset clears.
+        self.adamw = optimizer
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=deepspeed_config(trainer, micro_batch))
         self.engine.checkpoint_engine = make_safe_checkpoint_engine()
@@ -222,6 +225,12 @@ class DeepSpeedBackend:
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+    def reset_optimizer(self) -> None:
+        """A fresh optimizer state, as a newly built AdamW has (PRIOR's code builds one per
+        stage): moments and step count go; AdamW re-creates them lazily at the next step, on
+        whatever partitions ZeRO gave it. Hyperparameters and lr stay."""
+        self.adamw.state.clear()
 
     def forward(self, batch, ctx):
         # bf16 autocast is applied by the engine (its torch_autocast section): an autocast

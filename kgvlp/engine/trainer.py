@@ -249,8 +249,11 @@ class Trainer:
                             continue
                         ctx = self.schedule.at(self.step)
                         if ctx.stage and ctx.stage != window.stage and self.rank == 0:
-                            bar.console.print(f"stage [bold]{ctx.stage}[/] from step {self.step}")
+                            fresh = ", fresh optimizer state" if self.schedule.resets_optimizer(self.step) else ""
+                            bar.console.print(f"stage [bold]{ctx.stage}[/] from step {self.step}{fresh}")
                         window.stage = ctx.stage
+                        if self.schedule.resets_optimizer(self.step):
+                            self.backend.reset_optimizer()
                         self.backend.set_lr(ctx.lr)
                         loss, logs = self.backend.train_step(pending, ctx)
                         pending = []

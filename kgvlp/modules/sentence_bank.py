@@ -109,7 +109,7 @@ class SentenceBank(Service):
         self.prototypes = nn.Embedding(cfg.size, model.dims.text_width)   # N(0, 1), as PRIOR
         self.register_buffer("usage", torch.full((cfg.size,), 1.0 / cfg.size))
         self.register_buffer("idle_steps", torch.zeros(cfg.size, dtype=torch.long))
-        self._counts: Tensor | None = None
+        self._counts: dict[str, Tensor] | None = None
         self._sentences: tuple[Tensor, Tensor] | None = None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -141,10 +141,15 @@ class SentenceBank(Service):
 
     def complete(self, model, features: Features, value: SentenceBankView) -> SentenceBankView:
         """Stage the whole batch's argmax assignments (and sentences, for re-initialisation)
-        for ``after_step``: once per optimizer step, all micro-batches included."""
+        for ``after_step``: once per optimizer step, all micro-batches included. A quirk bank
+        stages the cut slots' counts as well; ``after_step`` knows the stage and picks."""
         if self.training:
             counts = assignment_counts(value.assignment.detach(), value.mask, self.cfg.size)
-            self._counts = counts.to(self.usage.dtype)
+            self._counts = {"all": counts.to(self.usage.dtype)}
+            if value.cut_stages:
+                cut = value.for_stage(value.cut_stages[0])
+                self._counts["cut"] = assignment_counts(cut.assignment.detach(), cut.mask,
+                                                        self.cfg.size).to(self.usage.dtype)
             self._sentences = (value.sentences.detach(), value.mask)
         return value
 
@@ -152,7 +157,9 @@ class SentenceBank(Service):
     def after_step(self, model, ctx) -> None:
         if self._counts is None:
             return
-        counts = all_reduce_sum(self._counts)
+        # In a cut stage the counters count what the bank's readers saw: the first cut_to slots.
+        cut = ctx.stage in self.cfg.cut_stages and "cut" in self._counts
+        counts = all_reduce_sum(self._counts["cut" if cut else "all"])
         share = counts / counts.sum().clamp(min=1)
         self.usage.lerp_(share, 1 - self.cfg.usage_momentum)
         self.idle_steps.copy_(torch.where(counts > 0, 0, self.idle_steps + 1))

@@ -99,3 +99,33 @@ def test_two_ranks_give_the_gradients_of_one_process_on_the_concatenated_batch(t
     assert results[1]["grads"].keys() == results[2]["grads"].keys()
     for name, grad in results[1]["grads"].items():
         assert torch.allclose(grad, results[2]["grads"][name], atol=1e-5), name
+
+
+def _adam_step_counts(trainer) -> set[int]:
+    return {int(state["step"]) for state in trainer.backend.adamw.state.values()}
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_a_stage_with_reset_optimizer_starts_from_a_fresh_adam_state_and_resumes_so(tmp_path, zero_stage):
+    """PRIOR's code builds a new optimizer per stage: Adam's step count and moments restart.
+    Killed right after the last step before the reset, the resumed run resets too."""
+    from pathlib import Path
+
+    from engine.runs import experiment
+    from kgvlp.engine.trainer import Trainer
+    weights = "weights: {ita: 1, cta: 1, cpa: 1}"
+    stages = ("trainer.stages=[{name: a, steps: 3, %s}, {name: b, steps: 3, %s, reset_optimizer: %%s}]"
+              % (weights, weights))
+    common = ["trainer.max_steps=6", "trainer.checkpoint_every=3", "data.batch_size=4",
+              f"trainer.zero_stage={zero_stage}"]
+    counts = {}
+    for reset in ("false", "true"):
+        trainer = Trainer(experiment(common + [stages % reset]), run_dir=tmp_path / reset, dataset=TinyPairs())
+        trainer.train()
+        counts[reset] = _adam_step_counts(trainer)
+    train(str(tmp_path / "killed"), common + [stages % "true"], stop_at=3)
+    resumed = Trainer(experiment(common + [stages % "true"]), resume=Path(tmp_path / "killed"), dataset=TinyPairs())
+    resumed.train()
+
+    assert counts == {"false": {6}, "true": {3}}
+    assert _adam_step_counts(resumed) == {3}

@@ -140,6 +140,28 @@ def test_only_a_quirk_bank_cuts_what_its_readers_see_and_only_in_the_cut_stages(
     torch.testing.assert_close(cut.sentences, sentences[:, :3])
 
 
+def test_a_quirk_banks_usage_counters_count_only_the_cut_slots_in_the_cut_stages():
+    """The counters (kgvlp's; the code has none) count what the bank's readers saw."""
+    from types import SimpleNamespace
+
+    from kgvlp.modules.registry import SERVICES
+    service = SERVICES["sentence_bank"]
+    bank = service(service.Config(size=6, official_quirks=True, cut_stages=["stage3"], cut_to=3),
+                   SimpleNamespace(dims=SimpleNamespace(text_width=4)))
+    sentences, mask = torch.randn(1, 5, 4), torch.ones(1, 5, dtype=torch.bool)
+    # sentence slot i picks prototype i; prototype 5 is picked by nobody
+    view = dataclasses.replace(bank_view(sentences, mask, torch.randn(6, 4)), cut_stages=("stage3",), cut_to=3,
+                               assignment=torch.eye(6)[:5][None])
+    idle = {}
+    for stage in ("stage2", "stage3"):
+        bank.idle_steps.zero_()
+        bank.complete(None, None, view)
+        bank.after_step(None, StepContext(step=0, epoch=0.0, stage=stage))
+        idle[stage] = bank.idle_steps.tolist()
+
+    assert idle == {"stage2": [0, 0, 0, 0, 0, 1], "stage3": [0, 0, 0, 1, 1, 1]}
+
+
 def reconstruction(quirks: bool) -> MaskedReconstruction:
     torch.manual_seed(0)
     return MaskedReconstruction(MaskedReconstructionConfig(official_quirks=quirks), dims(4, tokens=4, slots=3)).eval()
