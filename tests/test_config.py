@@ -165,6 +165,23 @@ trainer:
         load_experiment(path)
 
 
+def test_an_override_can_address_one_entry_of_a_list_and_a_wrong_index_or_key_is_named(tmp_path):
+    path = write(tmp_path, "staged.yaml", TINY + """
+trainer:
+  stages:
+    - {name: first, steps: 10, weights: {ita: 1.0}}
+    - {name: second, steps: 10, weights: {ita: 1.0}}
+""")
+
+    stages = load_experiment(path, ["trainer.stages.1.lr=0.5", "trainer.stages.1.reset_optimizer=true"]).config.trainer.stages
+
+    assert [(s.name, s.lr, s.reset_optimizer) for s in stages] == [("first", None, False), ("second", 0.5, True)]
+    with pytest.raises(ConfigError, match=r"trainer\.stages is a list of 2 entries.*<0\.\.1>"):
+        load_experiment(path, ["trainer.stages.2.lr=0.5"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'lrr'.*StageConfig.*did you mean 'lr'"):
+        load_experiment(path, ["trainer.stages.0.lrr=0.5"])
+
+
 # ---------------------------------------------------------------------------------------
 # merging
 

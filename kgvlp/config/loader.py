@@ -110,6 +110,16 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig, where: str = "") -
     if isinstance(err, ConfigKeyError):
         node = OmegaConf.select(schema, parent_key) if parent_key else schema
         valid = _valid_keys(node)
+        entry = getattr(err, "object_type", None)
+        if (not parent_key and entry is not None and dataclasses.is_dataclass(entry)
+                and entry is not OmegaConf.get_type(schema)):
+            # an entry of a list (trainer.stages[i]): omegaconf loses the path, the type says
+            # which entry it was
+            valid = sorted(field.name for field in dataclasses.fields(entry))
+            close = difflib.get_close_matches(leaf, valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return ConfigError(f"unknown config key {leaf!r} in a list entry of type {entry.__name__}{hint}; "
+                               f"valid keys there: {', '.join(valid)}")
         close = difflib.get_close_matches(leaf, valid, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return ConfigError(f"unknown config key {shown!r}{hint}; valid keys under "
@@ -140,6 +150,27 @@ def _validate_objectives(raw: DictConfig, registry: dict, where: str = "objectiv
     return typed
 
 
+def _list_above(raw: DictConfig, key: str) -> tuple[str, int] | None:
+    """(list key, its length) when a prefix of ``key`` is a list in ``raw``, else None."""
+    parts = key.split(".")
+    for end in range(1, len(parts)):
+        node = OmegaConf.select(raw, ".".join(parts[:end]))
+        if isinstance(node, ListConfig):
+            return ".".join(parts[:end]), len(node)
+    return None
+
+
+def _update_list_entry(raw: DictConfig, key: str, value: str) -> None:
+    where, length = _list_above(raw, key)
+    index = key[len(where) + 1:].split(".")[0]
+    if not index.isdigit() or int(index) >= length:
+        raise ConfigError(f"override {key}={value}: {where} is a list of {length} entries; "
+                          f"address one as {where}.<0..{length - 1}>.<key>")
+    parsed = OmegaConf.from_dotlist([f"value={value}"]).value
+    refuse_targets(OmegaConf.create({"value": parsed}), "command line")
+    OmegaConf.update(raw, key, parsed, merge=True, force_add=True)
+
+
 def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = (),
                     registry: dict | None = None) -> LoadedExperiment:
     """Merge ``path`` (and its ``bases``) with ``key=value`` overrides and validate everything."""
@@ -149,10 +180,13 @@ def load_experiment(path: str | os.PathLike | None, overrides: list[str] | tuple
     for override in overrides:
         if "=" not in override:
             raise ConfigError(f"override {override!r}: expected key=value")
+    into_lists = [o for o in overrides if _list_above(raw, o.split("=", 1)[0])]
     try:
-        overridden = OmegaConf.from_dotlist(list(overrides))
+        overridden = OmegaConf.from_dotlist([o for o in overrides if o not in into_lists])
         refuse_targets(overridden, "command line")
         raw = OmegaConf.merge(raw, overridden)
+        for override in into_lists:     # trainer.stages.1.lr=...: one entry of a list
+            _update_list_entry(raw, *override.split("=", 1))
     except OmegaConfBaseException as err:
         raise ConfigError(f"overrides {list(overrides)}: {err}") from None
     schema = OmegaConf.structured(ExperimentConfig)
