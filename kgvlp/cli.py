@@ -24,6 +24,11 @@ def _train(args) -> int:
             first, last = result.history[0], result.history[-1]
             print(f"loss:        {first['loss/total']:.4f} (step {first['step']}) → "
                   f"{last['loss/total']:.4f} (step {last['step']})")
+        if trainer.validator is not None:
+            stop = trainer.stopping
+            print(f"validation:  best {stop.best:.4f} at step {stop.best_step} "
+                  f"(weights: {result.run_dir / 'best' / 'model.safetensors'})"
+                  + (f"; stopped early at step {result.steps}" if result.stopped_early else ""))
         if experiment.config.eval.at_end:
             from kgvlp.eval import run_suite_for_run
             run_suite_for_run(result.run_dir, experiment.config.eval)

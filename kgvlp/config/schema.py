@@ -160,6 +160,16 @@ class StageConfig:
 
 
 @dataclass
+class ValidationConfig:
+    """Validation loss during pretraining (kgvlp/engine/validation.py); off without a split."""
+    split: Optional[str] = None       # e.g. val (MGCA: MIMIC-CXR's validation split); None = off
+    every_epochs: float = 1.0         # MGCA: Lightning validates once per epoch
+    max_batches: Optional[int] = None # per rank; None = the whole split
+    patience: Optional[int] = None    # stop after this many validations without improvement; MGCA: 5
+    min_delta: float = 0.0            # MGCA: 0
+
+
+@dataclass
 class TrainerConfig:
     max_steps: Optional[int] = None   # None = max_epochs × steps per epoch
     max_epochs: float = 50.0
@@ -177,6 +187,7 @@ class TrainerConfig:
     # Micro-batches per optimizer step; the objectives see all of them at once (the
     # contrastive batch is batch_size × world × grad_accum: kgvlp/engine/accumulation.py).
     grad_accum: int = 1
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     grad_clip: float = 0.0            # 0 = off
     activation_checkpointing: bool = False
     compile: bool = False             # torch.compile the encoders

@@ -22,6 +22,7 @@ from kgvlp.engine.checkpoint import load_weights_into
 from kgvlp.engine.logging import MetricsLogger, progress_bar
 from kgvlp.engine.sampler import EpochSeededDataset, ResumableSampler
 from kgvlp.engine.schedule import Schedule
+from kgvlp.engine.validation import EarlyStopping, Validator
 from kgvlp.models.build import build_model
 
 
@@ -35,6 +36,7 @@ class TrainResult:
     steps: int
     final_weights: Path
     history: list[dict] = field(default_factory=list)   # the logged rows (rank 0)
+    stopped_early: bool = False                         # early stopping ended it before max_steps
 
 
 def seed_everything(seed: int) -> None:
@@ -87,7 +89,7 @@ class Trainer:
     the schedule and the DeepSpeed backend; ``train()`` loops forward, backward, step."""
 
     def __init__(self, experiment: LoadedExperiment, run_dir: Path | None = None,
-                 resume: Path | None = None, dataset=None):
+                 resume: Path | None = None, dataset=None, val_dataset=None):
         cfg = self.cfg = experiment.config
         self.experiment = experiment
         self.device = pick_device(cfg.trainer.device, cfg.trainer.precision)
@@ -115,6 +117,10 @@ class Trainer:
         self.epoch = 0
         self.skipped_samples = 0
         self.last_checkpoint: Path | None = None
+        validation = cfg.trainer.validation
+        self.validator = (Validator(validation, data_cfg, self.collate, self.rank, self.world, val_dataset)
+                          if validation.split is not None else None)
+        self.stopping = EarlyStopping(validation.patience, validation.min_delta)
         if resume is not None:
             try:
                 self._resume(Path(resume))
@@ -167,7 +173,8 @@ class Trainer:
     # -- state -------------------------------------------------------------------------
     def _client_state(self) -> dict:
         return {"kgvlp": {"step": self.step, "epoch": self.epoch, "micro_step": self.micro_step,
-                          "skipped_samples": self.skipped_samples, "rng": _rng_to_plain(rng_state())}}
+                          "skipped_samples": self.skipped_samples, "rng": _rng_to_plain(rng_state()),
+                          "early_stopping": self.stopping.state_dict()}}
 
     def _resume(self, run_dir: Path) -> None:
         checkpoints = run_dir / "checkpoints"
@@ -176,6 +183,8 @@ class Trainer:
         state = self.backend.load(checkpoints)["kgvlp"]
         self.step, self.epoch, self.micro_step = state["step"], state["epoch"], state["micro_step"]
         self.skipped_samples = state["skipped_samples"]
+        if "early_stopping" in state:   # checkpoints written before validation existed have none
+            self.stopping.load_state_dict(state["early_stopping"])
         set_rng_state(_rng_from_plain(state["rng"]))
         self.last_checkpoint = checkpoints / (checkpoints / "latest").read_text().strip()
 
@@ -232,58 +241,82 @@ class Trainer:
         """Every ``grad_accum`` micro-batches: the schedule's context, then one optimizer step
         on all of them (the objectives see the whole configured batch, batch_size × world ×
         grad_accum: kgvlp/engine/accumulation.py); after it the model's ``after_step``, then
-        logs and checkpoints when due. Micro-batches left at an epoch's end join the next."""
-        accum = self.cfg.trainer.grad_accum
-        window = LogWindow(pairs_per_step=self.cfg.data.batch_size * self.world * accum)
-        pending: list = []
-        try:
+        logs, validation and checkpoints when due. Micro-batches left at an epoch's end join
+        the next. Early stopping ends the loop before ``max_steps``."""
+        window = LogWindow(pairs_per_step=self.cfg.data.batch_size * self.world * self.cfg.trainer.grad_accum)
+        try:   # an aborted run (NaN, interrupt) still closes metrics.jsonl
             with progress_bar(self.cfg.trainer.progress and self.rank == 0) as bar:
-                task = bar.add_task(self.cfg.name, total=self.max_steps, completed=self.step, status="")
-                while self.step < self.max_steps:
-                    window.restart_clock()
-                    for batch in self._loader():
-                        pending.append(batch)
-                        self.skipped_samples += batch.skipped
-                        self.micro_step += 1
-                        if len(pending) < accum:
-                            continue
-                        ctx = self.schedule.at(self.step)
-                        if ctx.stage and ctx.stage != window.stage and self.rank == 0:
-                            fresh = ", fresh optimizer state" if self.schedule.resets_optimizer(self.step) else ""
-                            bar.console.print(f"stage [bold]{ctx.stage}[/] from step {self.step}{fresh}")
-                        window.stage = ctx.stage
-                        if self.schedule.resets_optimizer(self.step):
-                            self.backend.reset_optimizer()
-                        self.backend.set_lr(ctx.lr)
-                        loss, logs = self.backend.train_step(pending, ctx)
-                        pending = []
-                        self.model.after_step(ctx)
-                        self.step += 1
-                        self._record(window, logs, ctx.lr, lambda row: bar.update(
-                            task, completed=self.step, status=_status(row)))
-                        if self.step >= self.max_steps:
-                            break
-                    else:
-                        self.epoch += 1
-                        self.micro_step = 0
+                self._run_steps(window, bar)
             self._flush(window)
             if self.last_checkpoint is None or not self.last_checkpoint.name.endswith(f"{self.step:07d}"):
                 self.save_checkpoint()
             final = self.export_final()
-        finally:   # an aborted run (NaN, interrupt) still closes metrics.jsonl
+        finally:
             self.logger.close()
-        return TrainResult(run_dir=self.run_dir, steps=self.step, final_weights=final, history=window.history)
+        return TrainResult(run_dir=self.run_dir, steps=self.step, final_weights=final, history=window.history,
+                           stopped_early=self.stopping.should_stop)
 
-    def _record(self, window: "LogWindow", logs: dict, lr: float, show) -> None:
+    def _run_steps(self, window: "LogWindow", bar) -> None:
+        accum = self.cfg.trainer.grad_accum
+        task = bar.add_task(self.cfg.name, total=self.max_steps, completed=self.step, status="")
+        pending: list = []
+        while self.step < self.max_steps and not self.stopping.should_stop:
+            window.restart_clock()
+            for batch in self._loader():
+                pending.append(batch)
+                self.skipped_samples += batch.skipped
+                self.micro_step += 1
+                if len(pending) < accum:
+                    continue
+                ctx = self.schedule.at(self.step)
+                fresh = self.schedule.resets_optimizer(self.step)
+                if ctx.stage and ctx.stage != window.stage and self.rank == 0:
+                    note = ", fresh optimizer state" if fresh else ""
+                    bar.console.print(f"stage [bold]{ctx.stage}[/] from step {self.step}{note}")
+                window.stage = ctx.stage
+                if fresh:
+                    self.backend.reset_optimizer()
+                self.backend.set_lr(ctx.lr)
+                loss, logs = self.backend.train_step(pending, ctx)
+                pending = []
+                self.model.after_step(ctx)
+                self.step += 1
+                self._record(window, logs, ctx, bar.console, lambda row: bar.update(
+                    task, completed=self.step, status=_status(row)))
+                if self.step >= self.max_steps or self.stopping.should_stop:
+                    return
+            else:
+                self.epoch += 1
+                self.micro_step = 0
+
+    def _validate(self, ctx, console) -> None:
+        """The validation loss after step ``self.step``, logged; the best weights exported to
+        ``RUN/best/model.safetensors``; a note when early stopping ends the run."""
+        loss = self.validator.loss(self.backend, ctx)
+        improved = self.stopping.update(loss, self.step)
+        self.logger.log(self.step, {"val_loss": loss, "val_best": self.stopping.best})
+        if improved:
+            self.export_weights("best")
+        if self.stopping.should_stop and self.rank == 0:
+            console.print(f"early stopping at step {self.step}: validation loss has not improved on "
+                          f"{self.stopping.best:.4f} (step {self.stopping.best_step}) for "
+                          f"{self.stopping.waited} validations")
+
+    def _record(self, window: "LogWindow", logs: dict, ctx, console, show) -> None:
         """After optimizer step ``self.step``: keep its logs; flush and show every
-        ``log_every`` steps (and at the last); checkpoint every ``checkpoint_every``."""
+        ``log_every`` steps (and at the last); validate when due; checkpoint every
+        ``checkpoint_every``."""
         cfg = self.cfg.trainer
-        window.add(self.step, logs, lr)
+        window.add(self.step, logs, ctx.lr)
         if self.step % cfg.log_every == 0 or self.step == self.max_steps:
             window.lap()
             row = self._flush(window)
             window.history.append({"step": self.step, **row})
             show(row)
+        if self.validator is not None and self.step % self.validator.every(self.schedule.steps_per_epoch) == 0:
+            window.lap()
+            self._validate(ctx, console)
+            window.restart_clock()
         if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
             window.lap()
             self._flush(window)
@@ -292,8 +325,12 @@ class Trainer:
 
     def export_final(self) -> Path:
         """``RUN/final/model.safetensors``: the full model in float32, for eval and export."""
+        return self.export_weights("final")
+
+    def export_weights(self, name: str) -> Path:
+        """``RUN/<name>/model.safetensors`` (final, best), written atomically by rank 0."""
         state = self.backend.full_state_dict()
-        path = self.run_dir / "final" / "model.safetensors"
+        path = self.run_dir / name / "model.safetensors"
         if self.rank == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")

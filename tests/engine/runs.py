@@ -59,7 +59,7 @@ def train(run_dir: str, overrides: list[str], resume: bool = False, stop_at: int
     from kgvlp.engine import trainer as trainer_module
     trainer = trainer_module.Trainer(experiment(overrides), run_dir=None if resume else Path(run_dir),
                                      resume=Path(run_dir) if resume else None,
-                                     dataset=dataset or TinyPairs())
+                                     dataset=dataset or TinyPairs(), val_dataset=TinyPairs(size=8))
     if stop_at is not None:
         original = trainer.save_checkpoint
 
